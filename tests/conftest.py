@@ -1,0 +1,48 @@
+"""Shared fixtures: a tfds data dir with the embedded mnist_subset prepared once per session."""
+
+import contextlib
+import os
+import pathlib
+import sys
+from unittest import mock
+
+import pytest
+
+# The repo root on sys.path lets tests import `configs/*.py` helpers and run from a checkout.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+
+@pytest.fixture(scope="session")
+def tfds_data_dir(tmp_path_factory) -> str:
+  """A data dir holding the prepared mnist_subset (prepared on first load)."""
+  from unlearn_jax.data import sources  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  sources.load("mnist_subset", data_dir=data_dir)
+  return data_dir
+
+
+METADATA_DIR = pathlib.Path(__file__).parent / "testdata" / "tfds_metadata"
+
+
+def _fixed_mock_getitems(record_keys, generator, serialized=False):
+  """tfds's mock sets `__getitems__` on a MagicMock instance, where it gets no `self`, so bulk
+  reads fail with a TypeError; this replacement takes the arguments it is really called with."""
+  del serialized  # The data source deserialises with a mocked identity function.
+  return [generator[key] for key in record_keys]
+
+
+@contextlib.contextmanager
+def mocked_tfds_data(num_examples: int):
+  """Random examples for real tfds names (mnist, fashion_mnist, cifar10), offline.
+
+  Uses the dataset_info.json metadata vendored in tests/testdata (the tfds wheel ships none).
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.testing import mocking  # pylint: disable=g-import-not-at-top
+  with tfds.testing.mock_data(num_examples=num_examples,
+                              policy=tfds.testing.MockPolicy.USE_FILES,
+                              data_dir=str(METADATA_DIR)), mock.patch.object(
+                                  mocking, "_getitems", _fixed_mock_getitems):
+    yield

@@ -1,0 +1,148 @@
+"""End-to-end tests of a (tiny) study: files, provenance, determinism, resume and failures."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import mocked_tfds_data
+from unlearn_jax import config as config_lib
+from unlearn_jax import methods, study
+from unlearn_jax.data import sed as sed_lib
+from unlearn_jax.data import sources
+
+TIME_KEYS = ("time_s", "time_vs_retrain")
+
+
+def tiny_config(data_dir: str):
+  """A study small enough for a test: MLP, 300 training images, 2 epochs."""
+  import configs.sed_mnist as sed_mnist  # pylint: disable=g-import-not-at-top
+  config = sed_mnist.get_config("runlocal")
+  config.data_dir = data_dir
+  config.model = "mlp"
+  config.model_kwargs.hidden = (32,)
+  config.train_size, config.test_size = 300, 100
+  config.sed.num_targets, config.sed.similar_per_target = 4, 3
+  config.train.epochs, config.train.batch_size = 2, 32
+  config.train.checkpoint_every = 5
+  for name in ("finetune", "grad_ascent", "random_label"):
+    config.unlearn[name].epochs = 1
+  return config
+
+
+def without_times(tree):
+  """The summary with wall times removed (they differ between runs)."""
+  if isinstance(tree, dict):
+    return {k: without_times(v) for k, v in tree.items() if k not in TIME_KEYS}
+  return tree
+
+
+def same(a, b) -> bool:
+  """Exact equality of two summaries, NaN equal to NaN (undefined residues)."""
+  return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+@pytest.fixture(scope="module")
+def first_run(tfds_data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("study_a"))
+  return workdir, study.run(tiny_config(tfds_data_dir), workdir)
+
+
+def test_workdir_contract(first_run):
+  workdir, summary = first_run
+  for path in ("config.json", "data/provenance.npz", "metrics.jsonl", "report/summary.json",
+               "report/results.csv", "report/per_target.csv", "report/report.md"):
+    assert os.path.exists(os.path.join(workdir, path)), path
+  for name in ("original", "retrain", "clean", "clean_alt", "finetune", "grad_ascent",
+               "random_label"):
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", name, "seed_0")), name
+    record = summary["methods"][name]
+    assert set(record["acc"]) == {"target", "similar", "rest", "test"}
+    assert set(record["residue"]) >= {"loss", "confidence", "margin", "mia"}
+  assert set(summary["status"].values()) == {"ok"}
+  assert summary["sed"]["similar_per_target"] == 3
+  with open(os.path.join(workdir, "report/summary.json")) as f:
+    assert json.load(f)["methods"].keys() == summary["methods"].keys()
+  original = summary["methods"]["original"]["residue"]
+  for score in ("loss", "confidence", "margin"):  # residue of the original is 1 by definition
+    if summary["methods"]["original"]["residue_defined"][score]:
+      assert original[score] == pytest.approx(1.0)
+  with open(os.path.join(workdir, "report/results.csv")) as f:
+    assert len(f.readlines()) == 1 + 7
+  assert "| finetune |" in open(os.path.join(workdir, "report/report.md")).read()
+
+
+def test_provenance_is_exact(first_run, tfds_data_dir):
+  workdir, _ = first_run
+  saved = sed_lib.load_provenance(os.path.join(workdir, "data/provenance.npz"))
+  train = saved["split"] == 0
+  kinds, ids, groups = saved["kind"][train], saved["id"][train], saved["group"][train]
+  targets = ids[kinds == sed_lib.TARGET]
+  assert len(targets) == 4 and np.sum(kinds == sed_lib.SIMILAR) == 12
+  assert set(groups[kinds == sed_lib.SIMILAR]) == set(targets)
+  # What each reference trained on, rebuilt from the config, matches provenance by id.
+  config = tiny_config(tfds_data_dir)
+  context = study.build_context(config, workdir)
+  assert set(context.sed.retain["id"]) == set(ids) - set(targets)
+  assert set(context.sed.rest["id"]) == set(ids[kinds == sed_lib.REST])
+  assert set(context.sed.forget["id"]) == set(targets)
+
+
+def test_same_seed_gives_identical_summary(first_run, tfds_data_dir, tmp_path):
+  _, summary = first_run
+  again = study.run(tiny_config(tfds_data_dir), str(tmp_path / "study_b"))
+  assert same(without_times(again), without_times(summary))
+
+
+def test_rerun_resumes_without_training(first_run, tfds_data_dir):
+  workdir, summary = first_run
+  again = study.run(tiny_config(tfds_data_dir), workdir)
+  assert same(again, summary)  # times come back from info.json, nothing is retrained
+  for name in ("original", "finetune"):
+    with open(os.path.join(workdir, "checkpoints", name, "seed_0", "info.json")) as f:
+      assert json.load(f)["steps_run"] > 0  # the first run's record was kept
+
+
+def test_other_config_in_same_workdir_is_refused(first_run, tfds_data_dir):
+  workdir, _ = first_run
+  config = tiny_config(tfds_data_dir)
+  config.sed.ratio = 0.5
+  with pytest.raises(config_lib.ConfigError, match="sed.ratio"):
+    study.run(config, workdir)
+
+
+def test_failed_method_keeps_the_others(tfds_data_dir, tmp_path, monkeypatch):
+  real_get = methods.get
+
+  def broken(state, data, config, rng):
+    raise RuntimeError("broken on purpose")
+
+  monkeypatch.setattr(methods, "get",
+                      lambda name: broken if name == "grad_ascent" else real_get(name))
+  config = tiny_config(tfds_data_dir)
+  config.methods = ("grad_ascent", "finetune")
+  summary = study.run(config, str(tmp_path / "study_c"))
+  assert summary["status"]["grad_ascent/seed_0"].startswith("failed: RuntimeError")
+  assert summary["status"]["finetune/seed_0"] == "ok"
+  assert "finetune" in summary["methods"] and "grad_ascent" not in summary["methods"]
+  report = (tmp_path / "study_c" / "report" / "report.md").read_text()
+  assert "broken on purpose" in report
+
+
+def test_mocked_tfds_dataset_goes_through_the_same_pipeline(tmp_path):
+  config = tiny_config(str(tmp_path / "unprepared"))
+  config.dataset = "fashion_mnist"
+  config.train_size = config.test_size = 0
+  with mocked_tfds_data(64):
+    summary = study.run(config, str(tmp_path / "study_d"))
+  assert summary["dataset"] == "fashion_mnist"
+  assert summary["methods"]["original"]["acc"]["target"] is not None
+
+
+def test_unprepared_dataset_fails_before_any_work(tmp_path):
+  config = tiny_config(str(tmp_path / "empty"))
+  config.dataset = "mnist"
+  with pytest.raises(sources.DatasetNotPreparedError, match="tfds build mnist"):
+    study.run(config, str(tmp_path / "study_e"))
+  assert not os.path.exists(tmp_path / "study_e" / "checkpoints")

@@ -1,0 +1,145 @@
+"""Shared config helpers: the variant-string parser and validation against the base config.
+
+`parse_arg` turns the string after `configs/X.py:` into typed values (big_vision style);
+`validate` checks a resolved config before any work starts, so a typo or an out-of-range value
+fails with one line that names the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable
+
+import ml_collections
+
+# Names referenced by configs and checked here; the registries own the authoritative lists.
+GENERATORS = ("block_mask", "duplicate", "gaussian_noise")
+SELECTIONS = ("random", "class_balanced")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+
+
+class ConfigError(ValueError):
+  """A config field holds a value that is not allowed."""
+
+
+def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
+  """Parses a variant string like `runlocal,seeds=3,methods=finetune+grad_ascent`.
+
+  Args:
+    arg: the text after `:` in `--config=configs/X.py:arg` (None or '' for none).
+    **spec: every accepted key with its default; the default's type converts the value. A bare
+      key (`runlocal`) sets a bool to True. Tuples take `+`-separated items.
+
+  Returns:
+    A ConfigDict with every key of `spec`.
+
+  Raises:
+    ConfigError: for a key not in `spec` (listing the valid ones) or a value of the wrong type.
+  """
+  result = ml_collections.ConfigDict(dict(spec))
+  for token in filter(None, (t.strip() for t in (arg or "").split(","))):
+    key, has_value, text = token.partition("=")
+    if key not in spec:
+      raise ConfigError(
+          f"config arg: unknown key {key!r} in {arg!r}; valid keys: {', '.join(sorted(spec))}")
+    default = spec[key]
+    if not has_value:
+      if not isinstance(default, bool):
+        raise ConfigError(f"config arg: {key!r} needs a value ({key}=...)")
+      result[key] = True
+      continue
+    result[key] = _convert(key, text, default)
+  return result
+
+
+def _convert(key: str, text: str, default: Any) -> Any:
+  """Converts `text` to the type of `default` for `parse_arg`."""
+  try:
+    if isinstance(default, bool):
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(text)
+      return text.lower() in ("true", "1")
+    if isinstance(default, int):
+      return int(text)
+    if isinstance(default, float):
+      return float(text)
+    if isinstance(default, tuple):
+      return tuple(t for t in text.split("+") if t)
+    return text
+  except ValueError:
+    raise ConfigError(
+        f"config arg: {key}={text!r} is not a valid {type(default).__name__}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation.
+
+
+def check_keys(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict,
+               prefix: str = "config", free: tuple[str, ...] = ()) -> None:
+  """Rejects keys of `config` that `base` lacks, recursively, listing the valid ones.
+
+  Sections named in `free` (dotted paths, e.g. 'config.model_kwargs') hold arbitrary keys that
+  their owner validates.
+  """
+  for key in config.keys():
+    path = f"{prefix}.{key}"
+    if path in free:
+      continue
+    if key not in base:
+      raise ConfigError(
+          f"{path}: unknown field; valid fields of {prefix}: {', '.join(sorted(base.keys()))}")
+    value, reference = config[key], base[key]
+    if isinstance(value, ml_collections.ConfigDict) and isinstance(
+        reference, ml_collections.ConfigDict):
+      check_keys(value, reference, path, free)
+
+
+def require(condition: bool, field: str, value: Any, allowed: str) -> None:
+  """Raises a ConfigError naming the field, the value and the allowed values."""
+  if not condition:
+    raise ConfigError(f"config.{field}={value!r}: {allowed}")
+
+
+def require_choice(field: str, value: Any, choices: Iterable[str]) -> None:
+  """Requires `value` to be one of `choices`."""
+  choices = tuple(choices)
+  require(value in choices, field, value, f"must be one of {', '.join(choices)}")
+
+
+def require_number(field: str, value: Any, *, low: float = -math.inf, high: float = math.inf,
+                   integer: bool = False, low_open: bool = False, high_open: bool = False) -> None:
+  """Requires a finite number in a range; the message states the range in interval notation."""
+  kind = "an integer" if integer else "a number"
+  left, right = ("(" if low_open else "["), (")" if high_open else "]")
+  allowed = f"must be {kind} in {left}{low}, {high}{right}"
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+  ok = ok and (not integer or float(value).is_integer()) and math.isfinite(value)
+  if ok:
+    ok = (value > low if low_open else value >= low) and (value < high if high_open else
+                                                         value <= high)
+  require(ok, field, value, allowed)
+
+
+def as_tuple(value: Any) -> tuple:
+  """Accepts a tuple/list or comma-separated strings (as typed on a command line).
+
+  `--config.methods=finetune,grad_ascent` reaches the config as ('finetune,grad_ascent',), so
+  string items are split on commas too.
+  """
+  items = [value] if isinstance(value, str) else list(value)
+  out = []
+  for item in items:
+    if isinstance(item, str):
+      out.extend(v.strip() for v in item.split(",") if v.strip())
+    else:
+      out.append(item)
+  return tuple(out)
+
+
+def validate_names(field: str, names: Iterable[str], available: Callable[[], Iterable[str]]):
+  """Requires every name to be in `available()`, listing what exists on a miss."""
+  known = tuple(available())
+  for name in names:
+    require(name in known, field, name, f"unknown name; available: {', '.join(known)}")

@@ -1,0 +1,76 @@
+"""Deterministic batching over in-memory arrays: the batch of a step is a function of the step.
+
+Training batches come from a per-epoch permutation seeded by (seed, epoch), so a resumed run
+sees exactly the batches an uninterrupted one would. Every batch has the same shape (one compile):
+the last batch of an epoch is filled up with examples from the start of the permutation carrying
+weight 0, so each example counts exactly once per epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import numpy as np
+
+Arrays = dict[str, np.ndarray]
+BATCH_KEYS = ("image", "label")
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochSampler:
+  """Shuffled fixed-size batches over `data`, addressable by global step.
+
+  Attributes:
+    data: arrays with at least `image` and `label`.
+    batch_size: examples per batch (the global batch).
+    seed: shuffling seed; epoch e uses the permutation of default_rng([seed, e]).
+    weight: per-example loss weight given to real examples (e.g. -1 for gradient ascent).
+  """
+  data: Arrays
+  batch_size: int
+  seed: int
+  weight: float = 1.0
+
+  def __post_init__(self):
+    if len(self.data["label"]) == 0:
+      raise ValueError("EpochSampler: the data set is empty")
+
+  @property
+  def num_examples(self) -> int:
+    return len(self.data["label"])
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return -(-self.num_examples // self.batch_size)
+
+  def batch(self, step: int) -> Arrays:
+    """The batch for global step `step`: image, label and weight (0 for filler rows)."""
+    epoch, index = divmod(step, self.steps_per_epoch)
+    order = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+    start = index * self.batch_size
+    rows = order[start:start + self.batch_size]
+    weight = np.full(self.batch_size, self.weight, np.float32)
+    if len(rows) < self.batch_size:
+      weight[len(rows):] = 0.0
+      filler = np.resize(order, self.batch_size - len(rows))
+      rows = np.concatenate([rows, filler])
+    batch = {key: self.data[key][rows] for key in BATCH_KEYS}
+    batch["weight"] = weight
+    return batch
+
+
+def eval_batches(data: Arrays, batch_size: int) -> Iterator[tuple[Arrays, int]]:
+  """Yields (batch, num_real) over `data` in order; the last batch is padded to full size."""
+  num = len(data["label"])
+  for start in range(0, num, batch_size):
+    rows = np.arange(start, min(start + batch_size, num))
+    real = len(rows)
+    if real < batch_size:
+      rows = np.concatenate([rows, np.full(batch_size - real, rows[-1])])
+    yield {"image": data["image"][rows]}, real
+
+
+def concat(*parts: Arrays) -> Arrays:
+  """Concatenates batches key by key (e.g. a retain batch and a forget batch)."""
+  return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}

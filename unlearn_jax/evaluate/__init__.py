@@ -1,0 +1,1 @@
+"""Evaluation: per-example behavioural scores, membership inference, influence residue."""

@@ -1,0 +1,25 @@
+"""Fine-tuning (FT): continue training on the retained data only.
+
+Catastrophic forgetting of T is the hoped-for effect (Warnecke et al., NDSS 2023; the FT
+baseline of Jia et al., NeurIPS 2023). Config: `config.unlearn.finetune.{epochs, lr, batch_size}`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from unlearn_jax.data import pipeline
+from unlearn_jax.methods import common
+
+
+def unlearn(state, data, config, rng):
+  """Trains `epochs` passes over `data.retain` with SGD at a constant `lr`."""
+  del rng  # batch order comes from data.seed
+  cfg = config.unlearn.finetune
+  sampler = pipeline.EpochSampler(data.retain, int(cfg.batch_size), data.seed)
+  num_steps = int(cfg.epochs) * sampler.steps_per_epoch
+  start = time.perf_counter()
+  state, info = common.run_sgd(state, sampler.batch, num_steps, cfg.lr, data, "finetune",
+                               config)
+  info["wall_s"] = time.perf_counter() - start
+  return state, info

@@ -1,0 +1,27 @@
+"""Gradient ascent (GA): maximise the loss on the forget set.
+
+Steps along +∇ of the cross-entropy on T (Thudi et al., EuroS&P 2022; the GA baseline of
+Jia et al., NeurIPS 2023). Unbounded by nature, so it is run for few epochs at a small lr.
+Config: `config.unlearn.grad_ascent.{epochs, lr, batch_size}`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from unlearn_jax.data import pipeline
+from unlearn_jax.methods import common
+
+
+def unlearn(state, data, config, rng):
+  """Runs `epochs` passes over `data.forget` with weight -1 (ascent) and SGD at `lr`."""
+  del rng
+  cfg = config.unlearn.grad_ascent
+  batch_size = min(int(cfg.batch_size), len(data.forget["label"]))
+  sampler = pipeline.EpochSampler(data.forget, batch_size, data.seed, weight=-1.0)
+  num_steps = int(cfg.epochs) * sampler.steps_per_epoch
+  start = time.perf_counter()
+  state, info = common.run_sgd(state, sampler.batch, num_steps, cfg.lr, data, "grad_ascent",
+                               config)
+  info["wall_s"] = time.perf_counter() - start
+  return state, info

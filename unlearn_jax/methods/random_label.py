@@ -1,0 +1,45 @@
+"""Random labelling (RL): train on the forget set with random wrong labels, plus retained data.
+
+Each step combines a retain batch (true labels) with a forget batch whose labels are replaced by
+a uniformly drawn *other* class, fresh at every step (Golatkar et al., CVPR 2020; run with the
+retained data as in Fan et al., ICLR 2024). Config:
+`config.unlearn.random_label.{epochs, lr, batch_size, forget_batch_size}`; epochs count passes
+over the retained data.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from unlearn_jax.data import pipeline
+from unlearn_jax.methods import common
+
+
+def relabel(labels: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+  """Replaces each label by a uniformly random different class."""
+  shift = rng.integers(1, num_classes, size=labels.shape)
+  return ((labels + shift) % num_classes).astype(labels.dtype)
+
+
+def unlearn(state, data, config, rng):
+  """Trains on retain batches joined with randomly relabelled forget batches."""
+  del rng
+  cfg = config.unlearn.random_label
+  retain = pipeline.EpochSampler(data.retain, int(cfg.batch_size), data.seed)
+  forget_size = min(int(cfg.forget_batch_size), len(data.forget["label"]))
+  forget = pipeline.EpochSampler(data.forget, forget_size, data.seed + 1)
+
+  def batch_fn(step: int) -> dict[str, np.ndarray]:
+    forget_batch = forget.batch(step)
+    labels_rng = np.random.default_rng([data.seed, step, 7])
+    forget_batch["label"] = relabel(forget_batch["label"], data.num_classes, labels_rng)
+    return pipeline.concat(retain.batch(step), forget_batch)
+
+  num_steps = int(cfg.epochs) * retain.steps_per_epoch
+  start = time.perf_counter()
+  state, info = common.run_sgd(state, batch_fn, num_steps, cfg.lr, data, "random_label",
+                               config)
+  info["wall_s"] = time.perf_counter() - start
+  return state, info

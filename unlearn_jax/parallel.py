@@ -1,0 +1,54 @@
+"""Device mesh and shardings: one 1-D data-parallel mesh over all devices of all processes.
+
+Every jitted step in the package takes its batch sharded along the mesh axis `data` and its
+state replicated, so the same code runs on one CPU, eight fake CPU devices or a pod slice.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over `devices` (default: every device of every process)."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split across the mesh."""
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Every device holds the whole value (parameters, optimiser state)."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def global_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Places a host batch on the mesh, split along its leading axis.
+
+  With several processes each one passes the same global batch and contributes only the rows
+  that belong to its devices, so every process can use the same deterministic batch order.
+  """
+  sharding = data_sharding(mesh)
+  if jax.process_count() == 1:
+    return jax.device_put(batch, sharding)
+  index, count = jax.process_index(), jax.process_count()
+
+  def local(value):
+    rows = len(value) // count
+    return jax.make_array_from_process_local_data(
+        sharding, value[index * rows:(index + 1) * rows], value.shape)
+
+  return jax.tree.map(local, batch)
+
+
+def round_up(size: int, mesh: Mesh) -> int:
+  """The smallest multiple of the mesh size that is >= size (batches must split evenly)."""
+  devices = mesh.devices.size
+  return -(-size // devices) * devices

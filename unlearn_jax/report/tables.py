@@ -1,0 +1,197 @@
+"""Aggregates per-seed records over seeds and writes the study's report files.
+
+Files (DESIGN.md §5): `report/summary.json` (stable keys; means over seeds, with `ci95`
+half-widths when there are several seeds), `report/results.csv` (one row per model and seed),
+`report/per_target.csv` (raw scores and residue of every target) and `report/report.md`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+from unlearn_jax import utils
+
+REFERENCES = ("original", "retrain", "clean", "clean_alt")
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+  """Flattens nested dicts to {'acc.target': value}."""
+  flat = {}
+  for key, value in tree.items():
+    path = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      flat.update(_leaves(value, path + "."))
+    else:
+      flat[path] = value
+  return flat
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+  """Inverse of `_leaves`."""
+  tree: dict[str, Any] = {}
+  for path, value in flat.items():
+    node = tree
+    *parents, leaf = path.split(".")
+    for key in parents:
+      node = node.setdefault(key, {})
+    node[leaf] = value
+  return tree
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
+  """Mean and half-width of the 95% Student-t interval over the finite values (NaN if n<2)."""
+  finite = np.asarray([v for v in values if v is not None and math.isfinite(v)], np.float64)
+  if len(finite) == 0:
+    return float("nan"), float("nan")
+  if len(finite) < 2:
+    return float(finite.mean()), float("nan")
+  half = stats.t.ppf(0.975, len(finite) - 1) * finite.std(ddof=1) / math.sqrt(len(finite))
+  return float(finite.mean()), float(half)
+
+
+def aggregate(records: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[str, dict]:
+  """{seed: {model: record}} -> {model: record of means, plus 'ci95' of the same shape}."""
+  models: list[str] = []
+  for per_model in records.values():
+    models.extend(m for m in per_model if m not in models)
+  out = {}
+  for model in models:
+    flats = [_leaves(per_model[model]) for per_model in records.values() if model in per_model]
+    keys = list(dict.fromkeys(k for flat in flats for k in flat))
+    means, halves = {}, {}
+    for key in keys:
+      means[key], halves[key] = mean_ci95([flat.get(key, float("nan")) for flat in flats])
+    record = _nest(means)
+    record["ci95"] = _nest(halves)
+    record["num_seeds"] = len(flats)
+    out[model] = record
+  return out
+
+
+def build_summary(config, records, per_seed_status) -> dict[str, Any]:
+  """The summary.json content (DESIGN.md §5 schema, with added keys)."""
+  methods = aggregate(records)
+  retrain_time = methods.get("retrain", {}).get("time_s")
+  for record in methods.values():
+    if retrain_time and record.get("time_s") is not None:
+      record["time_vs_retrain"] = record["time_s"] / retrain_time
+  summary = {
+      "dataset": config.dataset,
+      "model": config.model,
+      "seeds": list(records.keys()),
+      "sed": {key: config.sed[key] for key in config.sed.keys()},
+      "train": {key: config.train[key] for key in config.train.keys()},
+      "methods": methods,
+      "status": per_seed_status,
+  }
+  if "clean_alt" in methods:
+    summary["floor"] = {key: methods["clean_alt"][key]
+                        for key in ("residue", "residue_abs", "residue_defined")}
+  return summary
+
+
+def results_rows(records) -> list[dict[str, Any]]:
+  """One flat row per (model, seed)."""
+  rows = []
+  for seed, per_model in records.items():
+    for model, record in per_model.items():
+      rows.append({"method": model, "seed": seed, **_leaves(record)})
+  return rows
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+  """CSV text with the union of the rows' keys as columns (empty cell = undefined)."""
+  columns = list(dict.fromkeys(key for row in rows for key in row))
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=columns)
+  writer.writeheader()
+  for row in rows:
+    writer.writerow({k: _cell(row.get(k)) for k in columns})
+  return buffer.getvalue()
+
+
+def _cell(value: Any) -> Any:
+  if isinstance(value, float):
+    return "" if not math.isfinite(value) else f"{value:.6g}"
+  return "" if value is None else value
+
+
+# ----------------------------------------------------------------------------------------------
+# The human table.
+
+TABLE_COLUMNS = (
+    ("time s", "time_s", 1), ("acc T", "acc.target", 2), ("acc S", "acc.similar", 2),
+    ("acc R", "acc.rest", 3), ("acc test", "acc.test", 3),
+    ("margin T", "margin.target", 2), ("res margin", "residue.margin", 2),
+    ("res margin abs", "residue_abs.margin", 2), ("res conf", "residue.confidence", 2),
+    ("res loss", "residue.loss", 2), ("MIA AUC T", "mia_auc.target", 2),
+    ("KL→clean T", "kl_to_clean.target", 3),
+)
+
+
+def _format(mean: Any, half: Any, digits: int) -> str:
+  if mean is None or (isinstance(mean, float) and not math.isfinite(mean)):
+    return "n/a"
+  text = f"{mean:.{digits}f}"
+  if isinstance(half, float) and math.isfinite(half):
+    text += f" ± {half:.{digits}f}"
+  return text
+
+
+def markdown_table(summary: Mapping[str, Any]) -> str:
+  """The methods × metrics table (mean ± 95% CI half-width when several seeds)."""
+  header = "| model | " + " | ".join(name for name, _, _ in TABLE_COLUMNS) + " |"
+  lines = [header, "|" + "---|" * (len(TABLE_COLUMNS) + 1)]
+  for model, record in summary["methods"].items():
+    flat, halves = _leaves(record), _leaves(record.get("ci95", {}))
+    cells = [_format(flat.get(key), halves.get(key), digits) for _, key, digits in TABLE_COLUMNS]
+    lines.append(f"| {model} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def markdown_report(summary: Mapping[str, Any]) -> str:
+  """report.md: the setting, the table and how to read it."""
+  sed = summary["sed"]
+  floor = summary.get("floor", {}).get("residue", {})
+  lines = [
+      f"# Study: {summary['dataset']} / {summary['model']}",
+      "",
+      f"SED: {sed['num_targets']} targets × {sed['similar_per_target']} similar samples "
+      f"({sed['generator']}, block {sed['block']}, ratio {sed['ratio']}, sigma {sed['sigma']}); "
+      f"seeds {summary['seeds']}.",
+      "",
+      markdown_table(summary),
+      "",
+      "T = targets, S = similar samples, R = unrelated rest. `res X` is the mean over targets of "
+      "(f(M) - f(clean)) / (f(original) - f(clean)) for score X (1: nothing forgotten, 0: like "
+      "the clean model that never saw T nor S); `abs` is f(M) - f(clean) in logits. "
+      "`clean_alt` is a clean model with another seed: its residue is the noise floor.",
+  ]
+  if floor:
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in floor.items()
+                      if isinstance(v, float) and math.isfinite(v))
+    lines += ["", f"Noise floor (clean_alt residue): {parts}."]
+  status = [f"- {k}: {v}" for k, v in summary.get("status", {}).items() if v != "ok"]
+  if status:
+    lines += ["", "Failures:", *status]
+  return "\n".join(lines) + "\n"
+
+
+def write(workdir: str, summary: Mapping[str, Any], records, per_target_rows) -> str:
+  """Writes every report file under WORKDIR/report (process 0 only); returns report.md text."""
+  text = markdown_report(summary)
+  if not utils.is_main_process():
+    return text
+  report_dir = os.path.join(workdir, "report")
+  utils.write_json(os.path.join(report_dir, "summary.json"), summary)
+  utils.write_text(os.path.join(report_dir, "results.csv"), to_csv(results_rows(records)))
+  utils.write_text(os.path.join(report_dir, "per_target.csv"), to_csv(per_target_rows))
+  utils.write_text(os.path.join(report_dir, "report.md"), text)
+  return text

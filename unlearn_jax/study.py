@@ -1,0 +1,201 @@
+"""One study: data -> reference models -> unlearning methods -> evaluation -> report.
+
+`run(config, workdir)` builds the SED, trains `original` (D), `retrain` (D \\ T), `clean` (R)
+and `clean_alt` (R, another seed: the noise floor) for every seed, runs each configured method
+from `original`, evaluates every model on target / similar / rest / test, and writes the report
+files. Every model is checkpointed, so rerunning the same command resumes where it stopped and
+skips what is complete. A method that fails is recorded and the others go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import traceback
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from unlearn_jax import config as config_lib
+from unlearn_jax import defaults, methods, models, parallel, train, utils
+from unlearn_jax.data import sed as sed_lib
+from unlearn_jax.data import sources
+from unlearn_jax.evaluate import evaluator
+from unlearn_jax.report import tables
+
+# Config fields that may change between runs into the same workdir: they do not affect any
+# checkpoint (methods may be added; their own settings must stay the same).
+RERUN_SAFE_FIELDS = ("methods", "data_dir", "train.log_every", "train.checkpoint_every", "eval")
+
+
+@dataclasses.dataclass
+class Context:
+  """What every stage of a study needs."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  sed: sed_lib.SED
+  model: Any
+  num_classes: int
+  mesh: jax.sharding.Mesh
+  writer: utils.MetricWriter
+
+  def checkpoint_dir(self, name: str, seed: int) -> str:
+    return os.path.join(self.workdir, "checkpoints", name, f"seed_{seed}")
+
+  def init_state(self, rng: jax.Array) -> train.TrainState:
+    return train.create_state(self.model, rng, self.sed.train["image"].shape[1:])
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs (or resumes) the study and returns its summary (also written to report/)."""
+  utils.quiet_library_logs()
+  defaults.validate(config)
+  workdir = os.path.abspath(workdir)
+  prepare_workdir(config, workdir)
+  context = build_context(config, workdir)
+  records: dict[int, dict[str, dict]] = {}
+  per_target: list[dict] = []
+  status: dict[str, str] = {}
+  for seed in (int(s) for s in config_lib.as_tuple(config.seeds)):
+    records[seed], rows = run_seed(context, seed, status)
+    per_target.extend({"seed": seed, **row} for row in rows)
+  summary = tables.build_summary(config, records, status)
+  report = tables.write(workdir, summary, records, per_target)
+  logging.info("report written to %s", os.path.join(workdir, "report"))
+  print(report, flush=True)
+  return summary
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Creates the workdir and writes config.json; refuses a workdir made with another config."""
+  path = os.path.join(workdir, "config.json")
+  resolved = json.loads(config.to_json())
+  if os.path.exists(path):
+    differing = _differing_keys(utils.read_json(path), resolved)
+    differing = [k for k in differing if not k.startswith(RERUN_SAFE_FIELDS)]
+    if differing:
+      raise config_lib.ConfigError(
+          f"{workdir} holds a study made with a different config (fields: "
+          f"{', '.join(differing)}); use a new --workdir or restore those values")
+  if utils.is_main_process():
+    utils.write_json(path, resolved)
+
+
+def _differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+  """Dotted paths whose values differ between two JSON trees."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    keys = list(dict.fromkeys(list(old) + list(new)))
+    return [path for key in keys
+            for path in _differing_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+  return [] if old == new else [prefix.rstrip(".")]
+
+
+def build_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
+  """Loads the dataset, builds and saves the SED, and creates the model and the mesh."""
+  data_dir = config.data_dir or None
+  splits = sources.load(config.dataset, data_dir)
+  splits = {
+      "train": sed_lib.stratified_subset(splits["train"], config.train_size, config.sed.seed),
+      "test": sed_lib.stratified_subset(splits["test"], config.test_size, config.sed.seed),
+  }
+  sed = sed_lib.build(splits, config.sed)
+  if utils.is_main_process():
+    sed_lib.save_provenance(sed, os.path.join(workdir, "data", "provenance.npz"))
+  counts = {name: int(np.sum(sed.train["kind"] == kind))
+            for kind, name in enumerate(sed_lib.KIND_NAMES)}
+  logging.info("SED: |D|=%d (%s), |test|=%d", len(sed.train["id"]), counts,
+               len(sed.test["id"]))
+  num_classes = sources.num_classes(config.dataset, data_dir)
+  model = models.get(config.model, num_classes, **config.model_kwargs.to_dict())
+  mesh = parallel.make_mesh()
+  logging.info("mesh: %d device(s) of %s, %d process(es)", mesh.devices.size,
+               jax.devices()[0].platform, jax.process_count())
+  writer = utils.MetricWriter(os.path.join(workdir, "metrics.jsonl"))
+  return Context(config, workdir, sed, model, num_classes, mesh, writer)
+
+
+def run_seed(context: Context, seed: int,
+             status: dict[str, str]) -> tuple[dict[str, dict], list[dict]]:
+  """Trains the references and runs the methods for one seed; returns records and rows."""
+  config, sed = context.config, context.sed
+  reference_data = {"original": (sed.train, seed), "retrain": (sed.retain, seed),
+                    "clean": (sed.rest, seed),
+                    "clean_alt": (sed.rest, seed + config.floor_seed_offset)}
+  states, times = {}, {}
+  for name, (data, model_seed) in reference_data.items():
+    states[name], times[name] = train_reference(context, name, data, seed, model_seed)
+
+  for name in config_lib.as_tuple(config.methods):
+    key = f"{name}/seed_{seed}"
+    if name == "retrain":  # exact unlearning is the retrain reference itself
+      status[key] = "ok"
+      continue
+    try:
+      states[name], times[name] = run_method(context, name, states["original"], seed)
+      status[key] = "ok"
+    except FloatingPointError as error:
+      status[key] = f"diverged: {error}"
+      logging.error("%s diverged: %s", key, error)
+    except Exception as error:  # pylint: disable=broad-except
+      # A failed method must not cost the others their results.
+      status[key] = f"failed: {type(error).__name__}: {error}"
+      logging.error("%s failed:\n%s", key, traceback.format_exc())
+
+  logits = {name: {"train": predict(context, state, sed.train),
+                   "test": predict(context, state, sed.test)}
+            for name, state in states.items()}
+  records, rows = evaluator.evaluate_models(logits, sed, context.config.eval.min_gap)
+  for name, record in records.items():
+    record["time_s"] = times[name]
+  return records, rows
+
+
+def predict(context: Context, state: train.TrainState, data: dict) -> np.ndarray:
+  """Logits of `state` on every example of `data`."""
+  return train.predict(state, data, context.config.eval.batch_size, context.mesh)
+
+
+def train_reference(context: Context, name: str, data: dict, seed: int,
+                    model_seed: int) -> tuple[train.TrainState, float]:
+  """Trains (or restores) one reference model; returns it and its training time in seconds."""
+  directory = context.checkpoint_dir(name, seed)
+  init_key = jax.random.fold_in(jax.random.key(model_seed), 1)
+  logging.info("reference %s/seed_%d: %d examples", name, seed, len(data["label"]))
+  start = time.perf_counter()
+  state, info = train.train_from_scratch(
+      context.init_state(init_key), data, context.config.train, model_seed,
+      name=f"{name}/seed_{seed}", mesh=context.mesh, checkpoint_dir=directory,
+      writer=context.writer)
+  return state, _record_time(directory, info, time.perf_counter() - start)
+
+
+def run_method(context: Context, name: str, original: train.TrainState,
+               seed: int) -> tuple[train.TrainState, float]:
+  """Runs unlearning method `name` from the original model (or restores its result)."""
+  directory = context.checkpoint_dir(name, seed)
+  data = methods.UnlearnData(
+      forget=context.sed.forget, retain=context.sed.retain, mesh=context.mesh, seed=seed,
+      num_classes=context.num_classes, init_state=context.init_state,
+      checkpoint_dir=directory, writer=context.writer, val=context.sed.test)
+  rng = jax.random.fold_in(jax.random.key(seed), 2)
+  logging.info("method %s/seed_%d: |forget|=%d |retain|=%d", name, seed,
+               len(data.forget["label"]), len(data.retain["label"]))
+  start = time.perf_counter()
+  state, info = methods.get(name)(original, data, context.config, rng)
+  return state, _record_time(directory, info, time.perf_counter() - start)
+
+
+def _record_time(directory: str, info: dict, elapsed: float) -> float:
+  """The wall time of a model's whole training, kept in info.json across resumptions."""
+  path = os.path.join(directory, "info.json")
+  previous = utils.read_json(path) if os.path.exists(path) else {}
+  if info.get("steps_run", 1) == 0 and "time_s" in previous:
+    return float(previous["time_s"])  # complete checkpoint: report the original training time
+  if utils.is_main_process():
+    utils.write_json(path, {**info, "time_s": elapsed})
+  return elapsed

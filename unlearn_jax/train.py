@@ -1,0 +1,287 @@
+"""Training: the train state, pure jitted steps, prediction, and the checkpointed `fit` loop.
+
+`train_step` minimises a per-example *weighted* cross-entropy, sum(w·ce) / sum(|w|): weight 1
+is ordinary training, 0 masks filler rows, and negative weights ascend the loss on those rows,
+so fine-tuning, gradient ascent, random labelling and NegGrad-style updates share one compiled
+step. `fit` runs steps whose batches are a function of the step (see data/pipeline.py), saves
+orbax checkpoints every N steps, and resumes from the latest one with identical results.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import struct
+
+from unlearn_jax import parallel
+from unlearn_jax.data import pipeline
+from unlearn_jax.utils import MetricWriter, format_seconds
+
+
+class TrainState(struct.PyTreeNode):
+  """Everything that changes during training; the model and optimiser are static fields."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any  # BatchNorm statistics ({} for models without them).
+  opt_state: Any
+  apply_fn: Callable = struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+  def variables(self) -> dict:
+    """The Flax variables for `apply_fn`."""
+    if self.batch_stats:
+      return {"params": self.params, "batch_stats": self.batch_stats}
+    return {"params": self.params}
+
+  def with_optimizer(self, tx: optax.GradientTransformation) -> "TrainState":
+    """A state with a fresh optimiser (used by unlearning methods) and step 0."""
+    return self.replace(tx=tx, opt_state=tx.init(self.params), step=jnp.zeros((), jnp.int32))
+
+
+@functools.lru_cache(maxsize=None)
+def make_optimizer(name: str, lr: float, total_steps: int, *, momentum: float = 0.9,
+                   weight_decay: float = 0.0, schedule: str = "constant"
+                   ) -> optax.GradientTransformation:
+  """An optax optimiser; cached so equal recipes share one object (and one compiled step)."""
+  if schedule == "cosine":
+    learning_rate = optax.cosine_decay_schedule(lr, max(total_steps, 1))
+  elif schedule == "constant":
+    learning_rate = lr
+  else:
+    raise ValueError(f"schedule={schedule!r}: must be 'constant' or 'cosine'")
+  if name == "sgd":
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.sgd(learning_rate, momentum=momentum or None))
+  if name == "adam":
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(learning_rate))
+  if name == "adamw":
+    return optax.adamw(learning_rate, weight_decay=weight_decay)
+  raise ValueError(f"optimizer={name!r}: must be one of sgd, adam, adamw")
+
+
+def optimizer_from_config(train_config, total_steps: int) -> optax.GradientTransformation:
+  """The optimiser of a `config.train` section."""
+  return make_optimizer(train_config.optimizer, float(train_config.lr), int(total_steps),
+                        momentum=float(train_config.momentum),
+                        weight_decay=float(train_config.weight_decay),
+                        schedule=train_config.schedule)
+
+
+def create_state(model: flax.linen.Module, rng: jax.Array, image_shape: tuple[int, ...],
+                 tx: optax.GradientTransformation | None = None) -> TrainState:
+  """Initialises parameters (and BatchNorm statistics) for images of `image_shape` (H, W, C).
+
+  Without `tx` the state carries a no-op optimiser; `with_optimizer` sets the real one.
+  """
+  tx = optax.identity() if tx is None else tx
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32))
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                    apply_fn=model.apply, tx=tx)
+
+
+def to_float(images: jax.Array) -> jax.Array:
+  """uint8 images to float32 in [0, 1] (done on device: 4× less host-to-device traffic)."""
+  return images.astype(jnp.float32) / 255.0
+
+
+def weighted_cross_entropy(logits: jax.Array, labels: jax.Array,
+                           weights: jax.Array) -> jax.Array:
+  """sum(w · ce) / sum(|w|); 0 when every weight is 0."""
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return jnp.sum(weights * losses) / jnp.maximum(jnp.sum(jnp.abs(weights)), 1e-12)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array],
+               base_key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimiser step on the weighted cross-entropy of `batch` (image, label, weight)."""
+  rng = jax.random.fold_in(base_key, state.step)
+  images = to_float(batch["image"])
+
+  def loss_fn(params):
+    variables = {"params": params}
+    if state.batch_stats:
+      variables["batch_stats"] = state.batch_stats
+      logits, updates = state.apply_fn(variables, images, train=True, mutable=["batch_stats"],
+                                       rngs={"dropout": rng})
+    else:
+      logits, updates = state.apply_fn(variables, images, train=True, rngs={"dropout": rng}), {}
+    loss = weighted_cross_entropy(logits, batch["label"], batch["weight"])
+    return loss, updates
+
+  (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params,
+                                                                         param_updates),
+                        opt_state=opt_state,
+                        batch_stats=updates.get("batch_stats", state.batch_stats))
+  return state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+
+def predict_step(apply_fn: Callable, variables: dict, images: jax.Array) -> jax.Array:
+  """Logits in evaluation mode (BatchNorm uses its running statistics)."""
+  return apply_fn(variables, to_float(images), train=False)
+
+
+jit_train_step = jax.jit(train_step, donate_argnums=0)
+# The model is static and the optimiser is not an argument: every state of one model (whatever
+# optimiser trained it) shares one compiled prediction.
+jit_predict_step = jax.jit(predict_step, static_argnums=0)
+
+
+def predict(state: TrainState, data: dict[str, np.ndarray], batch_size: int,
+            mesh: jax.sharding.Mesh) -> np.ndarray:
+  """Logits (N, classes) for every example of `data`, in order; padding rows are dropped."""
+  batch_size = parallel.round_up(min(batch_size, max(len(data["image"]), 1)), mesh)
+  variables = jax.device_put(state.variables(), parallel.replicated(mesh))
+  outputs = []
+  for batch, real in pipeline.eval_batches(data, batch_size):
+    logits = jit_predict_step(state.apply_fn, variables,
+                              parallel.global_batch(batch, mesh)["image"])
+    outputs.append(np.asarray(jax.device_get(logits))[:real])
+  if not outputs:
+    return np.zeros((0, 0), np.float32)
+  return np.concatenate(outputs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints.
+
+
+def checkpoint_manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
+  """An orbax manager keeping the last `max_to_keep` steps under `directory`."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+  return ocp.CheckpointManager(directory, options=options)
+
+
+def _saveable(state: TrainState) -> dict:
+  return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
+          "opt_state": state.opt_state}
+
+
+def save(manager: ocp.CheckpointManager, state: TrainState) -> None:
+  """Saves `state` at its step (asynchronous; `manager.wait_until_finished()` to block)."""
+  manager.save(int(state.step), args=ocp.args.Composite(
+      state=ocp.args.StandardSave(_saveable(state))))
+
+
+def restore(manager: ocp.CheckpointManager, like: TrainState,
+            step: int | None = None) -> TrainState:
+  """Restores the latest (or given) step into a state shaped like `like`."""
+  step = manager.latest_step() if step is None else step
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _saveable(like))
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract)))["state"]
+  return like.replace(**restored)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop.
+
+
+def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num_steps: int, *,
+        name: str, mesh: jax.sharding.Mesh, seed: int, checkpoint_dir: str | None = None,
+        checkpoint_every: int = 500, log_every: int = 50,
+        writer: MetricWriter | None = None) -> tuple[TrainState, dict[str, Any]]:
+  """Runs `num_steps` train steps, batch `batch_fn(step)` at each, resuming from checkpoints.
+
+  Args:
+    state: the initial state (its step is ignored when a checkpoint is restored).
+    batch_fn: maps a global step to a host batch (image uint8, label, weight).
+    num_steps: total number of steps; a checkpoint at this step means the run is complete.
+    name: label of the run in logs and metrics (e.g. 'original/seed_0').
+    mesh: the device mesh; batches are split along it.
+    seed: base seed of the per-step randomness (`fold_in(key, step)`).
+    checkpoint_dir: orbax directory; None disables checkpointing.
+    checkpoint_every: steps between checkpoints (a final one is always written).
+    log_every: steps between progress lines, finite checks and metric records.
+    writer: JSONL metric writer.
+
+  Returns:
+    The final state and info: steps run now, wall time, examples/s, final loss, resumed step.
+
+  Raises:
+    FloatingPointError: naming the first step whose loss was not finite.
+  """
+  manager = checkpoint_manager(checkpoint_dir) if checkpoint_dir else None
+  start = 0
+  if manager is not None and manager.latest_step() is not None:
+    state = restore(manager, state)
+    start = int(state.step)
+    logging.info("[%s] resumed from checkpoint at step %d/%d", name, start, num_steps)
+  info = {"steps": num_steps, "resumed_at": start, "steps_run": num_steps - start}
+  if start >= num_steps:
+    info.update(wall_s=0.0, examples_per_s=0.0)
+    return state, info
+
+  # A copy: the step donates its input, and the caller's state (e.g. the original model an
+  # unlearning method starts from) must survive.
+  state = jax.device_put(state, parallel.replicated(mesh), may_alias=False)
+  base_key = jax.random.key(seed)
+  pending: list[tuple[int, dict[str, jax.Array]]] = []
+  t0 = last_time = time.perf_counter()
+  examples = last_examples = 0
+  for step in range(start, num_steps):
+    host_batch = batch_fn(step)
+    state, metrics = jit_train_step(state, parallel.global_batch(host_batch, mesh), base_key)
+    pending.append((step, metrics))
+    examples += len(host_batch["label"])
+    done = step + 1
+    if done % log_every == 0 or done == num_steps:
+      last_loss = _check_finite(name, pending)
+      pending = []
+      now = time.perf_counter()
+      rate = (examples - last_examples) / max(now - last_time, 1e-9)
+      eta = (num_steps - done) * (now - t0) / (done - start)
+      logging.info("[%s] step %d/%d (%3.0f%%) loss %.4f  %.0f ex/s  ETA %s", name, done,
+                   num_steps, 100 * done / num_steps, last_loss, rate, format_seconds(eta))
+      if writer is not None:
+        writer.write(run=name, step=done, loss=last_loss, examples_per_s=rate)
+      last_time, last_examples = now, examples
+    if manager is not None and (done % checkpoint_every == 0 or done == num_steps):
+      save(manager, state)
+  if manager is not None:
+    manager.wait_until_finished()
+    manager.close()
+  wall = time.perf_counter() - t0
+  info.update(wall_s=wall, examples_per_s=examples / max(wall, 1e-9), final_loss=last_loss)
+  return state, info
+
+
+def _check_finite(name: str, pending: list[tuple[int, dict[str, jax.Array]]]) -> float:
+  """Raises at the first non-finite loss among the pending steps; returns the last loss."""
+  losses = np.asarray(jax.device_get([m["loss"] for _, m in pending]), np.float64)
+  bad = np.flatnonzero(~np.isfinite(losses))
+  if len(bad):
+    step = pending[bad[0]][0]
+    raise FloatingPointError(f"[{name}] loss became non-finite ({losses[bad[0]]}) at step "
+                             f"{step + 1}; lower the learning rate or check the data")
+  return float(losses[-1])
+
+
+def train_from_scratch(init_state: TrainState, data: dict[str, np.ndarray], recipe, seed: int,
+                       *, name: str, mesh: jax.sharding.Mesh,
+                       checkpoint_dir: str | None = None,
+                       writer: MetricWriter | None = None) -> tuple[TrainState, dict[str, Any]]:
+  """Trains `init_state` on `data` with the `config.train` recipe (epochs, batch, optimiser).
+
+  Batch order and per-step randomness come from `seed`; everything a reference model
+  (original / retrain / clean) needs, and what the `retrain` method runs.
+  """
+  sampler = pipeline.EpochSampler(data, int(recipe.batch_size), seed)
+  num_steps = int(recipe.epochs) * sampler.steps_per_epoch
+  state = init_state.with_optimizer(optimizer_from_config(recipe, num_steps))
+  return fit(state, sampler.batch, num_steps, name=name, mesh=mesh, seed=seed,
+             checkpoint_dir=checkpoint_dir, checkpoint_every=recipe.checkpoint_every,
+             log_every=recipe.log_every, writer=writer)
