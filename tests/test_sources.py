@@ -13,7 +13,6 @@ from unittest import mock
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from tensorflow_datasets.testing import mocking
 
 from conftest import mocked_tfds_data
 from unlearn_jax.data import mnist_subset

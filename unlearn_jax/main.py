@@ -8,11 +8,15 @@ parses flags and calls `study.run`, which does the work and returns the summary.
 
 from __future__ import annotations
 
+import sys
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from unlearn_jax import config as config_lib
 from unlearn_jax import study
+from unlearn_jax.data import sources
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Study config file, e.g. configs/sed_mnist.py:runlocal.", lock_config=True)
@@ -27,7 +31,11 @@ def main(argv):
   logging.info("JAX %s: process %d of %d, %d local / %d global device(s) (%s)", jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
-  study.run(_CONFIG.value, _WORKDIR.value)
+  try:
+    study.run(_CONFIG.value, _WORKDIR.value)
+  except (config_lib.ConfigError, sources.DatasetNotPreparedError) as error:
+    # Bad input is the user's to fix: one line, no traceback, non-zero exit.
+    sys.exit(f"error: {error}")
 
 
 def run():

@@ -6,8 +6,6 @@ baseline of Jia et al., NeurIPS 2023). Config: `config.unlearn.finetune.{epochs,
 
 from __future__ import annotations
 
-import time
-
 from unlearn_jax.data import pipeline
 from unlearn_jax.methods import common
 
@@ -18,8 +16,4 @@ def unlearn(state, data, config, rng):
   cfg = config.unlearn.finetune
   sampler = pipeline.EpochSampler(data.retain, int(cfg.batch_size), data.seed)
   num_steps = int(cfg.epochs) * sampler.steps_per_epoch
-  start = time.perf_counter()
-  state, info = common.run_sgd(state, sampler.batch, num_steps, cfg.lr, data, "finetune",
-                               config)
-  info["wall_s"] = time.perf_counter() - start
-  return state, info
+  return common.run_sgd(state, sampler.batch, num_steps, cfg.lr, data, "finetune", config)

@@ -7,8 +7,6 @@ Config: `config.unlearn.grad_ascent.{epochs, lr, batch_size}`.
 
 from __future__ import annotations
 
-import time
-
 from unlearn_jax.data import pipeline
 from unlearn_jax.methods import common
 
@@ -20,8 +18,4 @@ def unlearn(state, data, config, rng):
   batch_size = min(int(cfg.batch_size), len(data.forget["label"]))
   sampler = pipeline.EpochSampler(data.forget, batch_size, data.seed, weight=-1.0)
   num_steps = int(cfg.epochs) * sampler.steps_per_epoch
-  start = time.perf_counter()
-  state, info = common.run_sgd(state, sampler.batch, num_steps, cfg.lr, data, "grad_ascent",
-                               config)
-  info["wall_s"] = time.perf_counter() - start
-  return state, info
+  return common.run_sgd(state, sampler.batch, num_steps, cfg.lr, data, "grad_ascent", config)

@@ -1,0 +1,48 @@
+"""The command line: usage errors are one line, bad configs exit non-zero before any work."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _main(*args, env=None):
+  return subprocess.run([sys.executable, "-m", "unlearn_jax.main", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120,
+                        env={**os.environ, **(env or {})})
+
+
+def test_missing_workdir_is_a_one_line_error():
+  result = _main("--config=configs/sed_mnist.py")
+  assert result.returncode != 0
+  errors = [l for l in result.stderr.splitlines() if "workdir" in l]
+  assert errors and "must have a value" in errors[0]
+
+
+def test_missing_config_is_a_one_line_error(tmp_path):
+  result = _main(f"--workdir={tmp_path}")
+  assert result.returncode != 0
+  assert any("--config" in l for l in result.stderr.splitlines())
+
+
+def test_helpfull_lists_config_fields():
+  result = _main("--helpfull")  # absl exits with status 1 after printing help
+  assert "--workdir" in result.stdout and "--config" in result.stdout
+
+
+def test_bad_value_exits_with_the_field_and_writes_nothing_else(tmp_path):
+  workdir = tmp_path / "wd"
+  result = _main("--config=configs/sed_mnist.py:runlocal", f"--workdir={workdir}",
+                 "--config.sed.ratio=1.5", env={"TFDS_DATA_DIR": str(tmp_path / "tfds")})
+  assert result.returncode == 1
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: config.sed.ratio=1.5") and "[0, 1)" in last
+  assert not workdir.exists()
+
+
+def test_mistyped_field_is_rejected_by_the_flag_parser(tmp_path):
+  result = _main("--config=configs/sed_mnist.py", f"--workdir={tmp_path}",
+                 "--config.sed.ratoi=0.5")
+  assert result.returncode != 0
+  assert "ratoi" in result.stderr
