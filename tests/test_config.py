@@ -289,12 +289,13 @@ def test_docstring_methods_override_validates(overridden, config_module):
 # Every field of base_config() is commented where it is defined (STYLE.md).
 
 
-def _definitions() -> dict[str, set[int]]:
-  """{key path: lines that may hold its comment} from the source of `base_config`."""
-  with open(DEFAULTS_PATH) as f:
+def _definitions(source_path=None, function_name="base_config",
+                 prefix="") -> dict[str, set[int]]:
+  """{key path: lines that may hold its comment} from the source of a config function."""
+  with open(source_path or DEFAULTS_PATH) as f:
     source = f.read()
   function = next(node for node in ast.walk(ast.parse(source))
-                  if isinstance(node, ast.FunctionDef) and node.name == "base_config")
+                  if isinstance(node, ast.FunctionDef) and node.name == function_name)
 
   def path_of(target):
     parts = []
@@ -302,7 +303,7 @@ def _definitions() -> dict[str, set[int]]:
       parts.append(target.attr)
       target = target.value
     if isinstance(target, ast.Name) and target.id == "config":
-      return ".".join(reversed(parts))
+      return prefix + ".".join(reversed(parts))
     return None
 
   lines = {}
@@ -323,25 +324,44 @@ def _definitions() -> dict[str, set[int]]:
   return lines
 
 
-def _comment_lines() -> set[int]:
-  with open(DEFAULTS_PATH) as f:
+def _comment_lines(source_path=None) -> set[int]:
+  with open(source_path or DEFAULTS_PATH) as f:
     tokens = tokenize.generate_tokens(io.StringIO(f.read()).readline)
     return {token.start[0] for token in tokens if token.type == tokenize.COMMENT}
 
 
+def _method_path(name: str) -> str:
+  return os.path.join(os.path.dirname(DEFAULTS_PATH), "methods", f"{name}.py")
+
+
 def _uncommented() -> dict[str, bool]:
-  """{key path: is a section} for every key without a comment where it is defined."""
+  """{key path: is a section} for every key without a comment where it is defined.
+
+  Method hyper-parameters (unlearn.<name>.<field>) are defined in the method's module by
+  `default_config()`.
+  """
   definitions, comments = _definitions(), _comment_lines()
   missing = {}
   for path, value in all_keys(defaults.base_config()).items():
-    if not definitions.get(path, set()) & comments:
+    parts = path.split(".")
+    if parts[0] == "unlearn" and len(parts) == 2:
+      continue  # a method's section: documented by its module docstring
+    if parts[0] == "unlearn" and len(parts) > 2:
+      method_file = _method_path(parts[1])
+      where = _definitions(method_file, "default_config", f"unlearn.{parts[1]}.").get(path, set())
+      found = where & _comment_lines(method_file)
+    else:
+      found = definitions.get(path, set()) & comments
+    if not found:
       missing[path] = isinstance(value, ml_collections.ConfigDict)
   return missing
 
 
 def test_comment_parser_finds_every_field():
   definitions = _definitions()
-  assert set(all_keys(defaults.base_config())) <= set(definitions)
+  top_level = {k for k in all_keys(defaults.base_config())
+               if not (k.startswith("unlearn.") and k.count(".") >= 1)}
+  assert top_level <= set(definitions)
   assert definitions["sed.ratio"] & _comment_lines()  # sanity: a known commented field
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import mocked_tfds_data
 from unlearn_jax import config as config_lib
-from unlearn_jax import methods, study
+from unlearn_jax import methods, study, train
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
 
@@ -125,9 +125,29 @@ def test_failed_method_keeps_the_others(tfds_data_dir, tmp_path, monkeypatch):
   summary = study.run(config, str(tmp_path / "study_c"))
   assert summary["status"]["grad_ascent/seed_0"].startswith("failed: RuntimeError")
   assert summary["status"]["finetune/seed_0"] == "ok"
-  assert "finetune" in summary["methods"] and "grad_ascent" not in summary["methods"]
+  assert summary["methods"]["finetune"]["status"] == "ok"
+  failed = summary["methods"]["grad_ascent"]
+  assert failed["status"] == "failed" and "acc" not in failed
+  assert "broken on purpose" in failed["errors"]["seed_0"]
   report = (tmp_path / "study_c" / "report" / "report.md").read_text()
   assert "broken on purpose" in report
+
+
+def test_diverged_method_is_reported_with_its_step(tfds_data_dir, tmp_path, monkeypatch):
+  real_get = methods.get
+
+  def diverging(state, data, config, rng):
+    raise train.DivergedError("loss became non-finite at step 7", 7)
+
+  monkeypatch.setattr(methods, "get",
+                      lambda name: diverging if name == "random_label" else real_get(name))
+  config = tiny_config(tfds_data_dir)
+  config.methods = ("random_label",)
+  summary = study.run(config, str(tmp_path / "study_div"))
+  entry = summary["methods"]["random_label"]
+  assert entry["status"] == "diverged"
+  assert entry["errors"]["seed_0"].startswith("diverged at step 7")
+  assert summary["methods"]["original"]["status"] == "ok"
 
 
 def test_mocked_tfds_dataset_goes_through_the_same_pipeline(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ml_collections
 
 from unlearn_jax import config as config_lib
+from unlearn_jax import methods
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -52,19 +53,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.log_every = 50  # steps between progress lines and metrics.jsonl records.
 
   # Unlearning methods run from the `original` checkpoint, in this order.
+  # Method names, in run order; 'all' runs every method in unlearn_jax/methods.
   config.methods = ("finetune", "grad_ascent", "random_label")
-  # Per-method hyper-parameters, one section per method module (read as config.unlearn.<name>).
-  config.unlearn = ml_collections.ConfigDict()
-  # Fine-tuning on the retained data only ("FT", as in Warnecke et al. 2023 / Jia et al. 2023).
-  config.unlearn.finetune = ml_collections.ConfigDict(
-      {"epochs": 2, "lr": 0.01, "batch_size": 128})
-  # Gradient ascent on the forget set ("GA", Thudi et al. 2022): epochs over T, small lr.
-  config.unlearn.grad_ascent = ml_collections.ConfigDict(
-      {"epochs": 5, "lr": 0.01, "batch_size": 128})
-  # Random labels ("RL", Golatkar et al. 2020; as run in Fan et al. 2024): forget examples get a
-  # random wrong label each step and are trained on together with a retain batch.
-  config.unlearn.random_label = ml_collections.ConfigDict(
-      {"epochs": 2, "lr": 0.01, "batch_size": 128, "forget_batch_size": 16})
+  # Per-method hyper-parameters, one section per method module (config.unlearn.<name>): each
+  # method module's `default_config()` defines and documents its fields.
+  config.unlearn = methods.default_configs()
 
   # Training seeds; every reference and method is run once per seed (mean and 95% CI reported).
   config.seeds = (0,)
@@ -84,7 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks every field of a study config; raises config_lib.ConfigError on the first problem."""
-  from unlearn_jax import methods, models  # pylint: disable=g-import-not-at-top
+  from unlearn_jax import models  # pylint: disable=g-import-not-at-top
   from unlearn_jax.data import sed, sources  # pylint: disable=g-import-not-at-top
 
   base = base_config()
@@ -123,15 +116,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   c.require_number("train.log_every", t.log_every, low=1, integer=True)
 
   names = config_lib.as_tuple(config.methods)
-  c.validate_names("methods", names, methods.available)
+  c.validate_names("methods", [n for n in names if n != "all"], methods.available)
+  names = methods.resolve(names)
   c.require(len(set(names)) == len(names), "methods", config.methods, "names must be unique")
   for name in names:
-    if name in config.unlearn:
-      for key, value in config.unlearn[name].items():
-        if key in ("epochs", "batch_size", "forget_batch_size"):
-          c.require_number(f"unlearn.{name}.{key}", value, low=1, integer=True)
-        elif key == "lr":
-          c.require_number(f"unlearn.{name}.lr", value, low=0, low_open=True)
+    methods.check_config(name, config.unlearn[name])
 
   seeds = config_lib.as_tuple(config.seeds)
   c.require(len(seeds) >= 1, "seeds", config.seeds, "must hold at least one seed")

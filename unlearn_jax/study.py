@@ -130,7 +130,7 @@ def run_seed(context: Context, seed: int,
   for name, (data, model_seed) in reference_data.items():
     states[name], times[name] = train_reference(context, name, data, seed, model_seed)
 
-  for name in config_lib.as_tuple(config.methods):
+  for name in methods.resolve(config_lib.as_tuple(config.methods)):
     key = f"{name}/seed_{seed}"
     if name == "retrain":  # exact unlearning is the retrain reference itself
       status[key] = "ok"
@@ -138,8 +138,8 @@ def run_seed(context: Context, seed: int,
     try:
       states[name], times[name] = run_method(context, name, states["original"], seed)
       status[key] = "ok"
-    except FloatingPointError as error:
-      status[key] = f"diverged: {error}"
+    except FloatingPointError as error:  # train.DivergedError, or a method's own check
+      status[key] = f"diverged at step {getattr(error, 'step', '?')}: {error}"
       logging.error("%s diverged: %s", key, error)
     except Exception as error:  # pylint: disable=broad-except
       # A failed method must not cost the others their results.

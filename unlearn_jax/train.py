@@ -27,6 +27,14 @@ from unlearn_jax.data import pipeline
 from unlearn_jax.utils import MetricWriter, format_seconds
 
 
+class DivergedError(FloatingPointError):
+  """The loss became non-finite; `step` is the first such step (1-based)."""
+
+  def __init__(self, message: str, step: int):
+    super().__init__(message)
+    self.step = step
+
+
 class TrainState(struct.PyTreeNode):
   """Everything that changes during training; the model and optimiser are static fields."""
   step: jax.Array
@@ -212,7 +220,7 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
     The final state and info: steps run now, wall time, examples/s, final loss, resumed step.
 
   Raises:
-    FloatingPointError: naming the first step whose loss was not finite.
+    DivergedError: naming the first step whose loss was not finite.
   """
   manager = checkpoint_manager(checkpoint_dir) if checkpoint_dir else None
   start = 0
@@ -265,8 +273,8 @@ def _check_finite(name: str, pending: list[tuple[int, dict[str, jax.Array]]]) ->
   bad = np.flatnonzero(~np.isfinite(losses))
   if len(bad):
     step = pending[bad[0]][0]
-    raise FloatingPointError(f"[{name}] loss became non-finite ({losses[bad[0]]}) at step "
-                             f"{step + 1}; lower the learning rate or check the data")
+    raise DivergedError(f"[{name}] loss became non-finite ({losses[bad[0]]}) at step "
+                        f"{step + 1}; lower the learning rate or check the data", step + 1)
   return float(losses[-1])
 
 

@@ -6,7 +6,9 @@
 (D \\ T) and what a method needs to run (mesh, seed, checkpoint directory, a fresh-model
 initialiser); `config` is the whole study config (a method reads `config.unlearn.<name>`);
 `info` is a dict with at least `steps` and `wall_s`, plus diagnostics such as `diverged`.
-Adding a method means adding one module here that defines `unlearn`.
+Adding a method means adding one module here that defines `unlearn` and `default_config()`
+(its hyper-parameters with their sources; they appear as `config.unlearn.<name>`), and optionally
+`check_config(cfg)`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pkgutil
 from typing import Any, Callable
 
 import jax
+import ml_collections
 import numpy as np
 
 Arrays = dict[str, np.ndarray]
@@ -61,3 +64,46 @@ def get(name: str) -> Callable[..., tuple[Any, dict]]:
   if name not in names:
     raise ValueError(f"config.methods: unknown method {name!r}; available: {', '.join(names)}")
   return importlib.import_module(f"{__name__}.{name}").unlearn
+
+
+def resolve(names) -> tuple[str, ...]:
+  """Expands 'all' to every available method (in registry order), keeping other names."""
+  out: list[str] = []
+  for name in names:
+    for item in (available() if name == "all" else (name,)):
+      if item not in out:
+        out.append(item)
+  return tuple(out)
+
+
+def default_configs() -> ml_collections.ConfigDict:
+  """{method: its default hyper-parameters} from each module's `default_config()`."""
+  configs = ml_collections.ConfigDict()
+  for name in available():
+    module = importlib.import_module(f"{__name__}.{name}")
+    if hasattr(module, "default_config"):
+      configs[name] = module.default_config()
+  return configs
+
+
+# Fields with a meaning shared by every method, checked the same way everywhere.
+_POSITIVE_INTS = ("epochs", "steps", "batch_size", "forget_batch_size", "chunk_size",
+                  "num_shards", "num_slices", "max_steps", "cg_steps", "max_epochs")
+_POSITIVE_FLOATS = ("lr", "forget_lr", "retain_lr", "temperature")
+
+
+def check_config(name: str, method_config: ml_collections.ConfigDict) -> None:
+  """Validates a method's hyper-parameters: shared fields here, the rest by the module.
+
+  A module may define `check_config(cfg)` raising `unlearn_jax.config.ConfigError`.
+  """
+  from unlearn_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  for key, value in method_config.items():
+    field = f"unlearn.{name}.{key}"
+    if key in _POSITIVE_INTS:
+      config_lib.require_number(field, value, low=1, integer=True)
+    elif key in _POSITIVE_FLOATS:
+      config_lib.require_number(field, value, low=0, low_open=True)
+  module = importlib.import_module(f"{__name__}.{name}")
+  if hasattr(module, "check_config"):
+    module.check_config(method_config)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from unlearn_jax import train
 
@@ -24,3 +28,55 @@ def run_sgd(state: train.TrainState, batch_fn: Callable[[int], dict[str, np.ndar
                    checkpoint_dir=data.checkpoint_dir,
                    checkpoint_every=config.train.checkpoint_every,
                    log_every=config.train.log_every, writer=data.writer)
+
+
+def example_loss(apply_fn: Callable, variables: dict, image: jax.Array,
+                 label: jax.Array) -> jax.Array:
+  """Cross-entropy of one example (uint8 image (H, W, C), int label), evaluation mode."""
+  logits = apply_fn(variables, train.to_float(image)[None], train=False)[0]
+  return optax.softmax_cross_entropy_with_integer_labels(logits, label)
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "transform"))
+def _chunk_grad_sum(apply_fn, transform, params, batch_stats, images, labels, weights):
+  def one(image, label):
+    variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+    grads = jax.grad(lambda p: example_loss(apply_fn, {**variables, "params": p}, image,
+                                            label))(params)
+    return transform(grads)
+
+  per_example = jax.vmap(one)(images, labels)
+  return jax.tree.map(lambda g: jnp.tensordot(weights, g, axes=1), per_example)
+
+
+def per_example_grad_sum(state: train.TrainState, data: dict[str, np.ndarray],
+                         chunk_size: int, transform: Callable | None = None) -> Any:
+  """Sum over examples of transform(∇θ loss_i), with per-example gradients from vmap(grad).
+
+  Memory is bounded by `chunk_size` per-example gradients at a time (a config knob of the
+  methods that use it: `chunk_size`). `transform` must be a module-level function (it is a
+  static argument of the compiled chunk), e.g. `square` for the diagonal Fisher information.
+  """
+  transform = transform or _identity
+  num = len(data["label"])
+  chunk_size = min(chunk_size, num)
+  total = None
+  for start in range(0, num, chunk_size):
+    stop = min(start + chunk_size, num)
+    pad = chunk_size - (stop - start)
+    index = np.r_[np.arange(start, stop), np.full(pad, stop - 1)]
+    weights = np.r_[np.ones(stop - start), np.zeros(pad)].astype(np.float32)
+    chunk = _chunk_grad_sum(state.apply_fn, transform, state.params, state.batch_stats,
+                            jnp.asarray(data["image"][index]), jnp.asarray(data["label"][index]),
+                            jnp.asarray(weights))
+    total = chunk if total is None else jax.tree.map(jnp.add, total, chunk)
+  return total
+
+
+def _identity(tree):
+  return tree
+
+
+def square(tree):
+  """Elementwise square of a gradient pytree (diagonal Fisher information terms)."""
+  return jax.tree.map(jnp.square, tree)

@@ -7,8 +7,19 @@ Config: `config.unlearn.grad_ascent.{epochs, lr, batch_size}`.
 
 from __future__ import annotations
 
+import ml_collections
+
 from unlearn_jax.data import pipeline
 from unlearn_jax.methods import common
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """GA hyper-parameters: few epochs at a small lr, as GA diverges when run long."""
+  config = ml_collections.ConfigDict()
+  config.epochs = 5  # passes over the forget set.
+  config.lr = 0.01  # constant SGD learning rate (momentum 0.9).
+  config.batch_size = 128  # forget examples per step (capped at |forget|).
+  return config
 
 
 def unlearn(state, data, config, rng):

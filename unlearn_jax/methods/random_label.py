@@ -9,10 +9,21 @@ over the retained data.
 
 from __future__ import annotations
 
+import ml_collections
 import numpy as np
 
 from unlearn_jax.data import pipeline
 from unlearn_jax.methods import common
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """RL hyper-parameters (Fan et al., ICLR 2024 run RL for 10 epochs at lr 0.01 on CIFAR-10)."""
+  config = ml_collections.ConfigDict()
+  config.epochs = 2  # passes over the retained data.
+  config.lr = 0.01  # constant SGD learning rate (momentum 0.9).
+  config.batch_size = 128  # retain examples per step.
+  config.forget_batch_size = 16  # randomly relabelled forget examples per step.
+  return config
 
 
 def relabel(labels: np.ndarray, num_classes: int, rng: np.random.Generator) -> np.ndarray:

@@ -6,7 +6,14 @@ model, so the study reuses that model rather than training it twice.
 
 from __future__ import annotations
 
+import ml_collections
+
 from unlearn_jax import train
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """No own hyper-parameters: retraining uses the study's `config.train` recipe."""
+  return ml_collections.ConfigDict()
 
 
 def unlearn(state, data, config, rng):

@@ -78,6 +78,7 @@ def aggregate(records: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[st
 def build_summary(config, records, per_seed_status) -> dict[str, Any]:
   """The summary.json content (DESIGN.md §5 schema, with added keys)."""
   methods = aggregate(records)
+  _add_status(methods, per_seed_status)
   retrain_time = methods.get("retrain", {}).get("time_s")
   for record in methods.values():
     if retrain_time and record.get("time_s") is not None:
@@ -95,6 +96,22 @@ def build_summary(config, records, per_seed_status) -> dict[str, Any]:
     summary["floor"] = {key: methods["clean_alt"][key]
                         for key in ("residue", "residue_abs", "residue_defined")}
   return summary
+
+
+def _add_status(methods: dict[str, dict], per_seed_status: Mapping[str, str]) -> None:
+  """Sets methods[name]['status'] to 'ok', 'diverged' or 'failed' (the worst over seeds) and
+  keeps each non-ok seed's reason under 'errors'; a method with no result still gets an entry."""
+  rank = {"ok": 0, "diverged": 1, "failed": 2}
+  for key, text in per_seed_status.items():
+    name, _, seed = key.rpartition("/")
+    kind = text.split(" ", 1)[0].rstrip(":")
+    entry = methods.setdefault(name, {})
+    if rank.get(kind, 2) >= rank.get(entry.get("status", "ok"), 0):
+      entry["status"] = kind if kind in rank else "failed"
+    if kind != "ok":
+      entry.setdefault("errors", {})[seed] = text
+  for entry in methods.values():
+    entry.setdefault("status", "ok")
 
 
 def results_rows(records) -> list[dict[str, Any]]:
@@ -152,7 +169,9 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
   for model, record in summary["methods"].items():
     flat, halves = _leaves(record), _leaves(record.get("ci95", {}))
     cells = [_format(flat.get(key), halves.get(key), digits) for _, key, digits in TABLE_COLUMNS]
-    lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    status = record.get("status", "ok")
+    label = model if status == "ok" else f"{model} ({status})"
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
