@@ -201,7 +201,8 @@ def restore(manager: ocp.CheckpointManager, like: TrainState,
 def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num_steps: int, *,
         name: str, mesh: jax.sharding.Mesh, seed: int, checkpoint_dir: str | None = None,
         checkpoint_every: int = 500, log_every: int = 50,
-        writer: MetricWriter | None = None) -> tuple[TrainState, dict[str, Any]]:
+        writer: MetricWriter | None = None,
+        step_fn: Callable | None = None) -> tuple[TrainState, dict[str, Any]]:
   """Runs `num_steps` train steps, batch `batch_fn(step)` at each, resuming from checkpoints.
 
   Args:
@@ -215,6 +216,9 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
     checkpoint_every: steps between checkpoints (a final one is always written).
     log_every: steps between progress lines, finite checks and metric records.
     writer: JSONL metric writer.
+    step_fn: `(state, batch, base_key) -> (state, metrics)` with a scalar `metrics['loss']`;
+      default `jit_train_step`. Methods with their own update pass a jitted step here, binding
+      extra arrays (e.g. a teacher's parameters) with functools.partial so they stay arguments.
 
   Returns:
     The final state and info: steps run now, wall time, examples/s, final loss, resumed step.
@@ -236,13 +240,14 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
   # A copy: the step donates its input, and the caller's state (e.g. the original model an
   # unlearning method starts from) must survive.
   state = jax.device_put(state, parallel.replicated(mesh), may_alias=False)
+  step_fn = step_fn or jit_train_step
   base_key = jax.random.key(seed)
   pending: list[tuple[int, dict[str, jax.Array]]] = []
   t0 = last_time = time.perf_counter()
   examples = last_examples = 0
   for step in range(start, num_steps):
     host_batch = batch_fn(step)
-    state, metrics = jit_train_step(state, parallel.global_batch(host_batch, mesh), base_key)
+    state, metrics = step_fn(state, parallel.global_batch(host_batch, mesh), base_key)
     pending.append((step, metrics))
     examples += len(host_batch["label"])
     done = step + 1
