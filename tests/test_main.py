@@ -45,4 +45,11 @@ def test_mistyped_field_is_rejected_by_the_flag_parser(tmp_path):
   result = _main("--config=configs/sed_mnist.py", f"--workdir={tmp_path}",
                  "--config.sed.ratoi=0.5")
   assert result.returncode != 0
-  assert "ratoi" in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: config.sed.ratoi: unknown field") and "ratio" in last
+
+
+def test_bad_variant_is_one_line(tmp_path):
+  result = _main("--config=configs/sed_mnist.py:runlokal", f"--workdir={tmp_path}")
+  assert result.returncode != 0
+  assert "unknown key 'runlokal'" in result.stderr and "Traceback" not in result.stderr

@@ -38,9 +38,42 @@ def main(argv):
     sys.exit(f"error: {error}")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with one-line errors for bad config overrides and variants.
+
+  ml_collections reports an unknown `--config.x` field as a KeyError traceback and a bad
+  variant string as a traceback inside the flag error; both become `error: <last line>`.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+    message = lines[-1] if any(l.startswith("Traceback") for l in lines) else " ".join(lines)
+    sys.exit(f"error: {message}\nPass --helpshort or --helpfull to see help on flags.")
+  except (KeyError, AttributeError, TypeError, ValueError) as error:
+    sys.exit(f"error: {_unknown_override(argv) or error}")
+
+
+def _unknown_override(argv: list[str]) -> str | None:
+  """Names the first `--config.a.b=...` whose field the base config lacks, listing valid ones."""
+  from unlearn_jax import defaults  # pylint: disable=g-import-not-at-top
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    node, path = defaults.base_config(), "config"
+    for key in arg[len("--config."):].split("=", 1)[0].split("."):
+      if path == "config.model_kwargs":
+        break  # free-form: the model checks its own fields
+      if not hasattr(node, "keys") or key not in node:
+        valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none"
+        return f"{path}.{key}: unknown field; valid fields of {path}: {valid}"
+      node, path = node[key], f"{path}.{key}"
+  return None
+
+
 def run():
   """Console-script entry point."""
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":
