@@ -16,19 +16,9 @@ TIME_KEYS = ("time_s", "time_vs_retrain")
 
 
 def tiny_config(data_dir: str):
-  """A study small enough for a test: MLP, 300 training images, 2 epochs."""
-  import configs.sed_mnist as sed_mnist  # pylint: disable=g-import-not-at-top
-  config = sed_mnist.get_config("runlocal")
-  config.data_dir = data_dir
-  config.model = "mlp"
-  config.model_kwargs.hidden = (32,)
-  config.train_size, config.test_size = 300, 100
-  config.sed.num_targets, config.sed.similar_per_target = 4, 3
-  config.train.epochs, config.train.batch_size = 2, 32
-  config.train.checkpoint_every = 5
-  for name in ("finetune", "grad_ascent", "random_label"):
-    config.unlearn[name].epochs = 1
-  return config
+  """A study small enough for a test (tests/tiny_study.py)."""
+  import tiny_study  # pylint: disable=g-import-not-at-top
+  return tiny_study.get_config(f"data_dir={data_dir}")
 
 
 def without_times(tree):

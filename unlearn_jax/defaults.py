@@ -59,6 +59,10 @@ def base_config() -> ml_collections.ConfigDict:
   # method module's `default_config()` defines and documents its fields.
   config.unlearn = methods.default_configs()
 
+  # Rerunning into a workdir made with a different config is refused unless this is True, in
+  # which case the old checkpoints, data, metrics and report are deleted first.
+  config.overwrite = False
+
   # Training seeds; every reference and method is run once per seed (mean and 95% CI reported).
   config.seeds = (0,)
   # clean_alt (the seed-noise floor) uses seed + this offset.
@@ -127,6 +131,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for seed in seeds:
     c.require_number("seeds", seed, low=0, integer=True)
   c.require(len(set(seeds)) == len(seeds), "seeds", config.seeds, "seeds must be unique")
+  c.require(isinstance(config.overwrite, bool), "overwrite", config.overwrite,
+            "must be True or False")
   c.require_number("floor_seed_offset", config.floor_seed_offset, low=1, integer=True)
   c.require_number("eval.batch_size", config.eval.batch_size, low=1, integer=True)
   for key, value in config.eval.min_gap.items():

@@ -15,7 +15,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import study
+from unlearn_jax import preemption, study
 from unlearn_jax.data import sources
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -32,10 +32,20 @@ def main(argv):
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
   try:
-    study.run(_CONFIG.value, _WORKDIR.value)
+    summary = study.run(_CONFIG.value, _WORKDIR.value)
   except (config_lib.ConfigError, sources.DatasetNotPreparedError) as error:
     # Bad input is the user's to fix: one line, no traceback, non-zero exit.
     sys.exit(f"error: {error}")
+  except preemption.Preempted as error:
+    logging.warning("%s; rerun the same command to resume", error)
+    sys.exit(preemption.EXIT_CODE)
+  failed = {key: text for key, text in summary["status"].items() if text != "ok"}
+  if failed:
+    # The report is complete for everything else; the exit status says that something failed.
+    for key, text in failed.items():
+      logging.error("%s: %s", key, text)
+    sys.exit(f"error: {len(failed)} method run(s) did not finish: {', '.join(failed)} "
+             "(see report/report.md)")
 
 
 def parse_flags(argv: list[str]) -> list[str]:

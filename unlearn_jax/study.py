@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 import traceback
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 from absl import logging
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import defaults, methods, models, parallel, train, utils
+from unlearn_jax import defaults, methods, models, parallel, preemption, train, utils
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
 from unlearn_jax.evaluate import evaluator
@@ -30,7 +31,10 @@ from unlearn_jax.report import tables
 
 # Config fields that may change between runs into the same workdir: they do not affect any
 # checkpoint (methods may be added; their own settings must stay the same).
-RERUN_SAFE_FIELDS = ("methods", "data_dir", "train.log_every", "train.checkpoint_every", "eval")
+RERUN_SAFE_FIELDS = ("methods", "data_dir", "train.log_every", "train.checkpoint_every", "eval",
+                     "overwrite")
+# What a study writes into its workdir (deleted by `overwrite=True`).
+WORKDIR_ENTRIES = ("config.json", "data", "checkpoints", "metrics.jsonl", "report")
 
 
 @dataclasses.dataclass
@@ -52,8 +56,14 @@ class Context:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs (or resumes) the study and returns its summary (also written to report/)."""
+  """Runs (or resumes) the study and returns its summary (also written to report/).
+
+  Raises:
+    config_lib.ConfigError: for an invalid config, before anything is written.
+    preemption.Preempted: after SIGTERM, once the running model is checkpointed.
+  """
   utils.quiet_library_logs()
+  preemption.install()
   defaults.validate(config)
   workdir = os.path.abspath(workdir)
   prepare_workdir(config, workdir)
@@ -64,6 +74,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   for seed in (int(s) for s in config_lib.as_tuple(config.seeds)):
     records[seed], rows = run_seed(context, seed, status)
     per_target.extend({"seed": seed, **row} for row in rows)
+  logging.info("stage: report")
   summary = tables.build_summary(config, records, status)
   report = tables.write(workdir, summary, records, per_target)
   logging.info("report written to %s", os.path.join(workdir, "report"))
@@ -78,10 +89,20 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   if os.path.exists(path):
     differing = _differing_keys(utils.read_json(path), resolved)
     differing = [k for k in differing if not k.startswith(RERUN_SAFE_FIELDS)]
-    if differing:
+    if differing and not config.overwrite:
       raise config_lib.ConfigError(
           f"{workdir} holds a study made with a different config (fields: "
-          f"{', '.join(differing)}); use a new --workdir or restore those values")
+          f"{', '.join(differing)}); use a new --workdir, restore those values, or pass "
+          "--config.overwrite=True to delete its results and start again")
+    if differing and utils.is_main_process():
+      logging.warning("overwrite=True: deleting the results of the old config in %s (%s)",
+                      workdir, ", ".join(differing))
+      for entry in WORKDIR_ENTRIES:
+        target = os.path.join(workdir, entry)
+        if os.path.isdir(target):
+          shutil.rmtree(target)
+        elif os.path.exists(target):
+          os.remove(target)
   if utils.is_main_process():
     utils.write_json(path, resolved)
 
@@ -97,6 +118,7 @@ def _differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def build_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
   """Loads the dataset, builds and saves the SED, and creates the model and the mesh."""
+  logging.info("stage: data")
   data_dir = config.data_dir or None
   splits = sources.load(config.dataset, data_dir)
   splits = {
@@ -146,6 +168,7 @@ def run_seed(context: Context, seed: int,
       status[key] = f"failed: {type(error).__name__}: {error}"
       logging.error("%s failed:\n%s", key, traceback.format_exc())
 
+  logging.info("stage: evaluate seed_%d", seed)
   logits = {name: {"train": predict(context, state, sed.train),
                    "test": predict(context, state, sed.test)}
             for name, state in states.items()}
@@ -165,7 +188,7 @@ def train_reference(context: Context, name: str, data: dict, seed: int,
   """Trains (or restores) one reference model; returns it and its training time in seconds."""
   directory = context.checkpoint_dir(name, seed)
   init_key = jax.random.fold_in(jax.random.key(model_seed), 1)
-  logging.info("reference %s/seed_%d: %d examples", name, seed, len(data["label"]))
+  logging.info("stage: reference %s/seed_%d (%d examples)", name, seed, len(data["label"]))
   start = time.perf_counter()
   state, info = train.train_from_scratch(
       context.init_state(init_key), data, context.config.train, model_seed,
@@ -183,7 +206,7 @@ def run_method(context: Context, name: str, original: train.TrainState,
       num_classes=context.num_classes, init_state=context.init_state,
       checkpoint_dir=directory, writer=context.writer, val=context.sed.test)
   rng = jax.random.fold_in(jax.random.key(seed), 2)
-  logging.info("method %s/seed_%d: |forget|=%d |retain|=%d", name, seed,
+  logging.info("stage: method %s/seed_%d (|forget|=%d, |retain|=%d)", name, seed,
                len(data.forget["label"]), len(data.retain["label"]))
   start = time.perf_counter()
   state, info = methods.get(name)(original, data, context.config, rng)

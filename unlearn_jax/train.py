@@ -10,6 +10,8 @@ orbax checkpoints every N steps, and resumes from the latest one with identical 
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import time
 from typing import Any, Callable
 
@@ -22,7 +24,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import struct
 
-from unlearn_jax import parallel
+from unlearn_jax import parallel, preemption
 from unlearn_jax.data import pipeline
 from unlearn_jax.utils import MetricWriter, format_seconds
 
@@ -194,6 +196,32 @@ def restore(manager: ocp.CheckpointManager, like: TrainState,
   return like.replace(**restored)
 
 
+class CorruptCheckpointError(RuntimeError):
+  """No checkpoint in a directory could be read back."""
+
+
+def restore_latest_readable(manager: ocp.CheckpointManager, like: TrainState) -> TrainState:
+  """Restores the newest checkpoint that reads back; unreadable newer ones are deleted.
+
+  A checkpoint can be damaged after it was committed (a truncated copy, a disk fault). The
+  newest readable step wins; a damaged step is removed so that training can save it again.
+  """
+  directory = str(manager.directory)
+  errors = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return restore(manager, like, step)
+    except Exception as error:  # pylint: disable=broad-except  (orbax raises many types)
+      errors.append(f"step {step}: {type(error).__name__}: {str(error)[:200]}")
+      logging.warning("checkpoint %s/%d is unreadable (%s); deleting it and trying an older one",
+                      directory, step, errors[-1])
+      shutil.rmtree(os.path.join(directory, str(step)), ignore_errors=True)
+      manager.reload()
+  raise CorruptCheckpointError(
+      f"no readable checkpoint in {directory} ({'; '.join(errors)}); delete that directory to "
+      "train this model again from scratch")
+
+
 # ----------------------------------------------------------------------------------------------
 # The loop.
 
@@ -225,11 +253,14 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
 
   Raises:
     DivergedError: naming the first step whose loss was not finite.
+    preemption.Preempted: after SIGTERM (see unlearn_jax/preemption.py), once the state of
+      the current step is checkpointed.
+    CorruptCheckpointError: when no checkpoint in `checkpoint_dir` reads back.
   """
   manager = checkpoint_manager(checkpoint_dir) if checkpoint_dir else None
   start = 0
   if manager is not None and manager.latest_step() is not None:
-    state = restore(manager, state)
+    state = restore_latest_readable(manager, state)
     start = int(state.step)
     logging.info("[%s] resumed from checkpoint at step %d/%d", name, start, num_steps)
   info = {"steps": num_steps, "resumed_at": start, "steps_run": num_steps - start}
@@ -243,6 +274,7 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
   step_fn = step_fn or jit_train_step
   base_key = jax.random.key(seed)
   pending: list[tuple[int, dict[str, jax.Array]]] = []
+  last_loss = float("nan")
   t0 = last_time = time.perf_counter()
   examples = last_examples = 0
   for step in range(start, num_steps):
@@ -251,9 +283,22 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
     pending.append((step, metrics))
     examples += len(host_batch["label"])
     done = step + 1
-    if done % log_every == 0 or done == num_steps:
-      last_loss = _check_finite(name, pending)
+    stop = preemption.requested()
+    should_log = done % log_every == 0 or done == num_steps
+    should_save = manager is not None and (done % checkpoint_every == 0 or done == num_steps
+                                           or stop)
+    if should_log or should_save:  # never checkpoint a state that has diverged
+      last_loss = _check_finite(name, pending) if pending else last_loss
       pending = []
+    if should_save:
+      save(manager, state)
+    if stop:
+      if manager is not None:
+        manager.wait_until_finished()
+      raise preemption.Preempted(
+          f"[{name}] preempted (SIGTERM) after step {done}/{num_steps}"
+          + ("; checkpoint saved" if manager is not None else "; no checkpoint directory"))
+    if should_log:
       now = time.perf_counter()
       rate = (examples - last_examples) / max(now - last_time, 1e-9)
       eta = (num_steps - done) * (now - t0) / (done - start)
@@ -262,8 +307,6 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
       if writer is not None:
         writer.write(run=name, step=done, loss=last_loss, examples_per_s=rate)
       last_time, last_examples = now, examples
-    if manager is not None and (done % checkpoint_every == 0 or done == num_steps):
-      save(manager, state)
   if manager is not None:
     manager.wait_until_finished()
     manager.close()

@@ -14,6 +14,7 @@ import os
 from typing import Mapping
 
 import numpy as np
+from absl import logging
 
 from unlearn_jax import config as config_lib
 
@@ -220,7 +221,14 @@ def save_provenance(sed: SED, path: str) -> None:
   """Writes provenance atomically; an existing file must match exactly (same SED)."""
   arrays = provenance(sed)
   if os.path.exists(path):
-    saved = load_provenance(path)
+    try:
+      saved = load_provenance(path)
+    except Exception as error:  # pylint: disable=broad-except  (zip, pickle and OS errors)
+      # The SED is a deterministic function of the config, so rewriting it loses nothing.
+      logging.warning("provenance file %s is unreadable (%s: %s); rebuilding it from the config",
+                      path, type(error).__name__, error)
+      os.remove(path)
+      return save_provenance(sed, path)
     if saved.keys() != arrays.keys() or any(
         not np.array_equal(saved[k], arrays[k]) for k in arrays):
       raise RuntimeError(

@@ -1,0 +1,25 @@
+"""A study small enough for tests: MLP, 300 training images, 2 epochs, 4 targets × 3 similar.
+
+    python -m unlearn_jax.main --config=tests/tiny_study.py --workdir=/tmp/tiny
+"""
+
+import ml_collections
+
+from unlearn_jax import config as config_lib
+from unlearn_jax import defaults
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The tiny study; `arg` may set `data_dir=PATH`."""
+  arg = config_lib.parse_arg(arg, data_dir="")
+  config = defaults.base_config()
+  config.data_dir = arg.data_dir
+  config.model = "mlp"
+  config.model_kwargs = ml_collections.ConfigDict({"hidden": (32,)})
+  config.train_size, config.test_size = 300, 100
+  config.sed.num_targets, config.sed.similar_per_target = 4, 3
+  config.train.epochs, config.train.batch_size = 2, 32
+  config.train.checkpoint_every, config.train.log_every = 5, 2
+  for name in ("finetune", "grad_ascent", "random_label"):
+    config.unlearn[name].epochs = 1
+  return config
