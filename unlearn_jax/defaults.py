@@ -6,6 +6,8 @@ config with a field the base lacks, a wrong type or an out-of-range value before
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from unlearn_jax import config as config_lib
@@ -106,7 +108,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   except (TypeError, ValueError) as error:
     raise config_lib.ConfigError(f"config.model_kwargs: {error}") from None
 
-  sed.check_params(config.sed, image_side=image_side)
+  # Impossible combinations: more targets than training examples, a block larger than the image.
+  num_train = sources.num_train_examples(config.dataset, config.data_dir or None)
+  if config.train_size:
+    num_train = min(num_train or config.train_size, config.train_size)
+  sed.check_params(config.sed, num_train=num_train or math.inf, image_side=image_side)
 
   t = config.train
   c.require_number("train.epochs", t.epochs, low=1, integer=True)

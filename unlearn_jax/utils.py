@@ -66,8 +66,14 @@ class MetricWriter:
     if not self.path:
       return
     record = {"time": round(time.time(), 3), **to_jsonable(record)}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    line = (json.dumps(record) + "\n").encode()
+    # One O_APPEND write per record: a process killed mid-run never leaves half a line behind
+    # another record.
+    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      os.write(fd, line)
+    finally:
+      os.close(fd)
 
 
 def format_seconds(seconds: float) -> str:

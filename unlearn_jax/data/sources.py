@@ -24,6 +24,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from tensorflow_datasets.core import file_adapters
 
+from unlearn_jax.data import mnist_subset
 from unlearn_jax.data.mnist_subset import MnistSubset
 
 # Builders whose data ships with an installed package; `load` prepares them on first use.
@@ -104,6 +105,17 @@ def image_shape(name: str, data_dir: str | None = None) -> tuple[int, int, int]:
   info = _builder(name, _resolve_data_dir(data_dir)).info
   _check_features(name, info)
   return tuple(int(dim) for dim in info.features["image"].shape)
+
+
+def num_train_examples(name: str, data_dir: str | None = None) -> int | None:
+  """Size of the train split without reading data; None when it is not known yet."""
+  if name == "mnist_subset":
+    return mnist_subset.NUM_CLASSES * mnist_subset.TRAIN_PER_CLASS
+  try:
+    splits = _builder(name, _resolve_data_dir(data_dir)).info.splits
+    return int(splits["train"].num_examples) if "train" in splits else None
+  except Exception:  # pylint: disable=broad-except  (not prepared: tfds knows no sizes)
+    return None
 
 
 def check_name(name: str, data_dir: str | None = None) -> None:
