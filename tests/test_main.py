@@ -53,3 +53,14 @@ def test_bad_variant_is_one_line(tmp_path):
   result = _main("--config=configs/sed_mnist.py:runlokal", f"--workdir={tmp_path}")
   assert result.returncode != 0
   assert "unknown key 'runlokal'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_diverged_method_gives_a_complete_report_and_a_failing_exit(tfds_data_dir, tmp_path):
+  workdir = tmp_path / "wd"
+  result = _main(f"--config=tests/tiny_study.py:data_dir={tfds_data_dir}", f"--workdir={workdir}",
+                 "--config.methods=grad_ascent,finetune", "--config.unlearn.grad_ascent.lr=1e30",
+                 "--config.unlearn.grad_ascent.epochs=3")
+  assert result.returncode == 1
+  assert "did not finish: grad_ascent/seed_0" in result.stderr.strip().splitlines()[-1]
+  report = (workdir / "report" / "report.md").read_text()
+  assert "| grad_ascent (diverged) |" in report and "| finetune |" in report
