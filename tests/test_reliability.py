@@ -1,7 +1,6 @@
 """Reliability: corrupted checkpoints and provenance, overwrite, exit status of failed runs."""
 
 import os
-import shutil
 
 import jax
 import numpy as np
