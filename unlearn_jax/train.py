@@ -113,24 +113,33 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array,
   return jnp.sum(weights * losses) / jnp.maximum(jnp.sum(jnp.abs(weights)), 1e-12)
 
 
+def forward(state: TrainState, params: Any, images: jax.Array,
+            rng: jax.Array) -> tuple[jax.Array, dict]:
+  """Train-mode logits of float `images` under `params`, and the new BatchNorm statistics.
+
+  Returns (logits, updates) where updates is {} or {'batch_stats': ...}.
+  """
+  variables = {"params": params}
+  if not state.batch_stats:
+    return state.apply_fn(variables, images, train=True, rngs={"dropout": rng}), {}
+  variables["batch_stats"] = state.batch_stats
+  return state.apply_fn(variables, images, train=True, mutable=["batch_stats"],
+                        rngs={"dropout": rng})
+
+
+def weighted_loss(params: Any, state: TrainState, batch: dict[str, jax.Array],
+                  rng: jax.Array) -> tuple[jax.Array, dict]:
+  """The weighted cross-entropy of `batch` (image, label, weight) and the BatchNorm updates."""
+  logits, updates = forward(state, params, to_float(batch["image"]), rng)
+  return weighted_cross_entropy(logits, batch["label"], batch["weight"]), updates
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array],
                base_key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser step on the weighted cross-entropy of `batch` (image, label, weight)."""
   rng = jax.random.fold_in(base_key, state.step)
-  images = to_float(batch["image"])
-
-  def loss_fn(params):
-    variables = {"params": params}
-    if state.batch_stats:
-      variables["batch_stats"] = state.batch_stats
-      logits, updates = state.apply_fn(variables, images, train=True, mutable=["batch_stats"],
-                                       rngs={"dropout": rng})
-    else:
-      logits, updates = state.apply_fn(variables, images, train=True, rngs={"dropout": rng}), {}
-    loss = weighted_cross_entropy(logits, batch["label"], batch["weight"])
-    return loss, updates
-
-  (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, updates), grads = jax.value_and_grad(weighted_loss, has_aux=True)(
+      state.params, state, batch, rng)
   param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params,
                                                                          param_updates),

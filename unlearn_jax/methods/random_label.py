@@ -9,6 +9,8 @@ over the retained data.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import ml_collections
 import numpy as np
 
@@ -32,10 +34,11 @@ def relabel(labels: np.ndarray, num_classes: int, rng: np.random.Generator) -> n
   return ((labels + shift) % num_classes).astype(labels.dtype)
 
 
-def unlearn(state, data, config, rng):
-  """Trains on retain batches joined with randomly relabelled forget batches."""
-  del rng
-  cfg = config.unlearn.random_label
+def relabelled_batches(data, cfg) -> tuple[Callable[[int], dict[str, np.ndarray]], int]:
+  """(batch_fn, num_steps): retain batches joined with randomly relabelled forget batches.
+
+  `cfg` holds epochs (over the retained data), batch_size and forget_batch_size.
+  """
   retain = pipeline.EpochSampler(data.retain, int(cfg.batch_size), data.seed)
   forget_size = min(int(cfg.forget_batch_size), len(data.forget["label"]))
   forget = pipeline.EpochSampler(data.forget, forget_size, data.seed + 1)
@@ -46,5 +49,12 @@ def unlearn(state, data, config, rng):
     forget_batch["label"] = relabel(forget_batch["label"], data.num_classes, labels_rng)
     return pipeline.concat(retain.batch(step), forget_batch)
 
-  num_steps = int(cfg.epochs) * retain.steps_per_epoch
+  return batch_fn, int(cfg.epochs) * retain.steps_per_epoch
+
+
+def unlearn(state, data, config, rng):
+  """Trains on retain batches joined with randomly relabelled forget batches."""
+  del rng
+  cfg = config.unlearn.random_label
+  batch_fn, num_steps = relabelled_batches(data, cfg)
   return common.run_sgd(state, batch_fn, num_steps, cfg.lr, data, "random_label", config)

@@ -39,7 +39,6 @@ import optax
 
 from unlearn_jax import config as config_lib
 from unlearn_jax import parallel, train
-from unlearn_jax.data import pipeline
 from unlearn_jax.methods import common
 from unlearn_jax.methods import random_label
 
@@ -91,19 +90,8 @@ def masked_train_step(state: train.TrainState, batch: dict[str, jax.Array], base
                       *, mask) -> tuple[train.TrainState, dict[str, jax.Array]]:
   """`train.train_step` whose gradients and updates touch only weights with mask 1."""
   rng = jax.random.fold_in(base_key, state.step)
-  images = train.to_float(batch["image"])
-
-  def loss_fn(params):
-    variables = {"params": params}
-    if state.batch_stats:
-      variables["batch_stats"] = state.batch_stats
-      logits, updates = state.apply_fn(variables, images, train=True, mutable=["batch_stats"],
-                                       rngs={"dropout": rng})
-    else:
-      logits, updates = state.apply_fn(variables, images, train=True, rngs={"dropout": rng}), {}
-    return train.weighted_cross_entropy(logits, batch["label"], batch["weight"]), updates
-
-  (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, updates), grads = jax.value_and_grad(train.weighted_loss, has_aux=True)(
+      state.params, state, batch, rng)
   grads = jax.tree.map(jnp.multiply, grads, mask)
   param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = jax.tree.map(lambda p, u, m: jnp.where(m > 0, p + u, p), state.params,
@@ -122,18 +110,7 @@ def unlearn(state, data, config, rng):
   cfg = config.unlearn.salun
   mask, threshold, nonzero = saliency_mask(state, data.forget, float(cfg.mask_ratio),
                                            int(cfg.chunk_size))
-  retain = pipeline.EpochSampler(data.retain, int(cfg.batch_size), data.seed)
-  forget_size = min(int(cfg.forget_batch_size), len(data.forget["label"]))
-  forget = pipeline.EpochSampler(data.forget, forget_size, data.seed + 1)
-
-  def batch_fn(step: int) -> dict[str, np.ndarray]:
-    forget_batch = forget.batch(step)
-    labels_rng = np.random.default_rng([data.seed, step, 7])
-    forget_batch["label"] = random_label.relabel(forget_batch["label"], data.num_classes,
-                                                 labels_rng)
-    return pipeline.concat(retain.batch(step), forget_batch)
-
-  num_steps = int(cfg.epochs) * retain.steps_per_epoch
+  batch_fn, num_steps = random_label.relabelled_batches(data, cfg)
   device_mask = jax.device_put(mask, parallel.replicated(data.mesh))
   step_fn = functools.partial(jit_masked_train_step, mask=device_mask)
   state, info = common.run_sgd(state, batch_fn, num_steps, cfg.lr, data, "salun", config,
