@@ -9,6 +9,7 @@ orbax checkpoints every N steps, and resumes from the latest one with identical 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -267,61 +268,86 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
     CorruptCheckpointError: when no checkpoint in `checkpoint_dir` reads back.
   """
   manager = checkpoint_manager(checkpoint_dir) if checkpoint_dir else None
-  start = 0
-  if manager is not None and manager.latest_step() is not None:
-    state = restore_latest_readable(manager, state)
-    start = int(state.step)
-    logging.info("[%s] resumed from checkpoint at step %d/%d", name, start, num_steps)
-  info = {"steps": num_steps, "resumed_at": start, "steps_run": num_steps - start}
-  if start >= num_steps:
-    info.update(wall_s=0.0, examples_per_s=0.0)
+  try:
+    start = 0
+    if manager is not None and manager.latest_step() is not None:
+      state = restore_latest_readable(manager, state)
+      start = int(state.step)
+      logging.info("[%s] resumed from checkpoint at step %d/%d", name, start, num_steps)
+    info = {"steps": num_steps, "resumed_at": start, "steps_run": num_steps - start}
+    if start >= num_steps:
+      info.update(wall_s=0.0, examples_per_s=0.0)
+      return state, info
+    # A copy: the step donates its input, and the caller's state (e.g. the original model an
+    # unlearning method starts from) must survive.
+    state = jax.device_put(state, parallel.replicated(mesh), may_alias=False)
+    loop = _Loop(name, num_steps, start, mesh, jax.random.key(seed), step_fn or jit_train_step,
+                 manager, checkpoint_every, log_every, writer)
+    state = loop.run(state, batch_fn)
+    info.update(wall_s=loop.wall_s, examples_per_s=loop.examples / max(loop.wall_s, 1e-9),
+                final_loss=loop.last_loss)
     return state, info
+  finally:
+    if manager is not None:  # also on errors: pending saves finish, orbax threads stop
+      manager.wait_until_finished()
+      manager.close()
 
-  # A copy: the step donates its input, and the caller's state (e.g. the original model an
-  # unlearning method starts from) must survive.
-  state = jax.device_put(state, parallel.replicated(mesh), may_alias=False)
-  step_fn = step_fn or jit_train_step
-  base_key = jax.random.key(seed)
-  pending: list[tuple[int, dict[str, jax.Array]]] = []
-  last_loss = float("nan")
-  t0 = last_time = time.perf_counter()
-  examples = last_examples = 0
-  for step in range(start, num_steps):
-    host_batch = batch_fn(step)
-    state, metrics = step_fn(state, parallel.global_batch(host_batch, mesh), base_key)
-    pending.append((step, metrics))
-    examples += len(host_batch["label"])
-    done = step + 1
-    stop = preemption.requested()
-    should_log = done % log_every == 0 or done == num_steps
-    should_save = manager is not None and (done % checkpoint_every == 0 or done == num_steps
-                                           or stop)
-    if should_log or should_save:  # never checkpoint a state that has diverged
-      last_loss = _check_finite(name, pending) if pending else last_loss
-      pending = []
-    if should_save:
-      save(manager, state)
-    if stop:
-      if manager is not None:
-        manager.wait_until_finished()
-      raise preemption.Preempted(
-          f"[{name}] preempted (SIGTERM) after step {done}/{num_steps}"
-          + ("; checkpoint saved" if manager is not None else "; no checkpoint directory"))
-    if should_log:
-      now = time.perf_counter()
-      rate = (examples - last_examples) / max(now - last_time, 1e-9)
-      eta = (num_steps - done) * (now - t0) / (done - start)
-      logging.info("[%s] step %d/%d (%3.0f%%) loss %.4f  %.0f ex/s  ETA %s", name, done,
-                   num_steps, 100 * done / num_steps, last_loss, rate, format_seconds(eta))
-      if writer is not None:
-        writer.write(run=name, step=done, loss=last_loss, examples_per_s=rate)
-      last_time, last_examples = now, examples
-  if manager is not None:
-    manager.wait_until_finished()
-    manager.close()
-  wall = time.perf_counter() - t0
-  info.update(wall_s=wall, examples_per_s=examples / max(wall, 1e-9), final_loss=last_loss)
-  return state, info
+
+@dataclasses.dataclass
+class _Loop:
+  """The step loop of `fit`: steps, finite checks, checkpoints, preemption and progress."""
+  name: str
+  num_steps: int
+  start: int
+  mesh: jax.sharding.Mesh
+  base_key: jax.Array
+  step_fn: Callable
+  manager: ocp.CheckpointManager | None
+  checkpoint_every: int
+  log_every: int
+  writer: MetricWriter | None
+  last_loss: float = float("nan")
+  examples: int = 0
+  wall_s: float = 0.0
+
+  def run(self, state: TrainState, batch_fn: Callable[[int], dict]) -> TrainState:
+    pending: list[tuple[int, dict[str, jax.Array]]] = []
+    t0 = last_time = time.perf_counter()
+    last_examples = 0
+    for step in range(self.start, self.num_steps):
+      host_batch = batch_fn(step)
+      state, metrics = self.step_fn(state, parallel.global_batch(host_batch, self.mesh),
+                                    self.base_key)
+      pending.append((step, metrics))
+      self.examples += len(host_batch["label"])
+      done = step + 1
+      stop = preemption.requested()
+      should_log = done % self.log_every == 0 or done == self.num_steps
+      should_save = self.manager is not None and (
+          done % self.checkpoint_every == 0 or done == self.num_steps or stop)
+      if (should_log or should_save) and pending:  # never checkpoint a diverged state
+        self.last_loss = _check_finite(self.name, pending)
+        pending = []
+      if should_save:
+        save(self.manager, state)
+      if stop:
+        raise preemption.Preempted(
+            f"[{self.name}] preempted (SIGTERM) after step {done}/{self.num_steps}"
+            + ("; checkpoint saved" if self.manager else "; no checkpoint directory"))
+      if should_log:
+        now = time.perf_counter()
+        rate = (self.examples - last_examples) / max(now - last_time, 1e-9)
+        self._log(done, rate, eta=(self.num_steps - done) * (now - t0) / (done - self.start))
+        last_time, last_examples = now, self.examples
+    self.wall_s = time.perf_counter() - t0
+    return state
+
+  def _log(self, done: int, rate: float, eta: float) -> None:
+    logging.info("[%s] step %d/%d (%3.0f%%) loss %.4f  %.0f ex/s  ETA %s", self.name, done,
+                 self.num_steps, 100 * done / self.num_steps, self.last_loss, rate,
+                 format_seconds(eta))
+    if self.writer is not None:
+      self.writer.write(run=self.name, step=done, loss=self.last_loss, examples_per_s=rate)
 
 
 def _check_finite(name: str, pending: list[tuple[int, dict[str, jax.Array]]]) -> float:
