@@ -53,6 +53,13 @@ class TrainState(struct.PyTreeNode):
       return {"params": self.params, "batch_stats": self.batch_stats}
     return {"params": self.params}
 
+  def apply_gradients(self, grads: Any, updates: dict | None = None) -> "TrainState":
+    """One optimiser update with `grads`; `updates` may carry new BatchNorm statistics."""
+    param_updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+    return self.replace(step=self.step + 1, opt_state=opt_state,
+                        params=optax.apply_updates(self.params, param_updates),
+                        batch_stats=(updates or {}).get("batch_stats", self.batch_stats))
+
   def with_optimizer(self, tx: optax.GradientTransformation) -> "TrainState":
     """A state with a fresh optimiser (used by unlearning methods) and step 0."""
     return self.replace(tx=tx, opt_state=tx.init(self.params), step=jnp.zeros((), jnp.int32))
@@ -87,6 +94,13 @@ def optimizer_from_config(train_config, total_steps: int) -> optax.GradientTrans
                         schedule=train_config.schedule)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _jit_init(model: flax.linen.Module, rng: jax.Array, images: jax.Array) -> dict:
+  # The model is static (Flax modules hash by their fields): one compile per model config,
+  # however many reference models and teachers are initialised.
+  return model.init(rng, images, train=False)
+
+
 def create_state(model: flax.linen.Module, rng: jax.Array, image_shape: tuple[int, ...],
                  tx: optax.GradientTransformation | None = None) -> TrainState:
   """Initialises parameters (and BatchNorm statistics) for images of `image_shape` (H, W, C).
@@ -94,8 +108,7 @@ def create_state(model: flax.linen.Module, rng: jax.Array, image_shape: tuple[in
   Without `tx` the state carries a no-op optimiser; `with_optimizer` sets the real one.
   """
   tx = optax.identity() if tx is None else tx
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32))
+  variables = _jit_init(model, rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32))
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
@@ -141,12 +154,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
   rng = jax.random.fold_in(base_key, state.step)
   (loss, updates), grads = jax.value_and_grad(weighted_loss, has_aux=True)(
       state.params, state, batch, rng)
-  param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params,
-                                                                         param_updates),
-                        opt_state=opt_state,
-                        batch_stats=updates.get("batch_stats", state.batch_stats))
-  return state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+  return state.apply_gradients(grads, updates), {"loss": loss,
+                                                 "grad_norm": optax.tree.norm(grads)}
 
 
 def predict_step(apply_fn: Callable, variables: dict, images: jax.Array) -> jax.Array:

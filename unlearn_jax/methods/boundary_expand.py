@@ -133,11 +133,7 @@ def expand_step(state: train.TrainState, batch: dict[str, jax.Array], base_key: 
     return train.weighted_cross_entropy(logits, batch["label"], batch["weight"]), updates
 
   (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  state = state.replace(step=state.step + 1,
-                        params=optax.apply_updates(state.params, param_updates),
-                        opt_state=opt_state,
-                        batch_stats=updates.get("batch_stats", state.batch_stats))
+  state = state.apply_gradients(grads, updates)
   return state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
 
