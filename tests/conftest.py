@@ -46,3 +46,29 @@ def mocked_tfds_data(num_examples: int):
                               data_dir=str(METADATA_DIR)), mock.patch.object(
                                   mocking, "_getitems", _fixed_mock_getitems):
     yield
+
+
+def make_toy_unlearning(num_classes: int = 3, epochs: int = 3, lr: float = 0.05):
+  """A small MLP trained on 60 random 6×6 images, and UnlearnData with the first 6 as T.
+
+  Returns (trained state, UnlearnData, study config whose train recipe was used, mesh).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from unlearn_jax import defaults, methods, models, parallel, train  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  data = {"image": rng.integers(0, 256, (60, 6, 6, 1), dtype=np.uint8),
+          "label": rng.integers(0, num_classes, 60).astype(np.int32), "id": np.arange(60)}
+  forget = {k: v[:6] for k, v in data.items()}
+  retain = {k: v[6:] for k, v in data.items()}
+  model = models.get("mlp", num_classes, hidden=(16,))
+  mesh = parallel.make_mesh()
+  init = lambda key: train.create_state(model, key, (6, 6, 1))
+  config = defaults.base_config()
+  config.train.epochs, config.train.batch_size, config.train.lr = epochs, 20, lr
+  config.train.log_every = 1000
+  state, _ = train.train_from_scratch(init(jax.random.key(0)), data, config.train, 0,
+                                      name="toy", mesh=mesh)
+  unlearn_data = methods.UnlearnData(forget=forget, retain=retain, mesh=mesh, seed=0,
+                                     num_classes=num_classes, init_state=init)
+  return state, unlearn_data, config, mesh

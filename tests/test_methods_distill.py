@@ -8,8 +8,10 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import make_toy_unlearning
+
 from unlearn_jax import config as config_lib
-from unlearn_jax import defaults, methods, models, parallel, train
+from unlearn_jax import defaults, methods, train
 from unlearn_jax.methods import fisher, scrub, ssd
 
 NUM_CLASSES = 3
@@ -19,22 +21,8 @@ NAMES = ("scrub", "bad_teacher", "ssd", "fisher")
 @pytest.fixture(scope="module")
 def toy():
   """A small MLP that has memorised 60 random images (6 of them the forget set)."""
-  rng = np.random.default_rng(0)
-  data = {"image": rng.integers(0, 256, (60, 6, 6, 1), dtype=np.uint8),
-          "label": rng.integers(0, NUM_CLASSES, 60).astype(np.int32)}
-  data["id"] = np.arange(60)
-  forget = {k: v[:6] for k, v in data.items()}
-  retain = {k: v[6:] for k, v in data.items()}
-  model = models.get("mlp", NUM_CLASSES, hidden=(16,))
-  mesh = parallel.make_mesh()
-  init = lambda key: train.create_state(model, key, (6, 6, 1))
-  config = defaults.base_config()
-  config.train.epochs, config.train.batch_size, config.train.lr = 40, 20, 0.1
-  state, _ = train.train_from_scratch(init(jax.random.key(0)), data, config.train, 0,
-                                      name="toy", mesh=mesh)
-  unlearn_data = methods.UnlearnData(forget=forget, retain=retain, mesh=mesh, seed=0,
-                                     num_classes=NUM_CLASSES, init_state=init)
-  return state, unlearn_data, config
+  state, data, config, _ = make_toy_unlearning(NUM_CLASSES, epochs=40, lr=0.1)
+  return state, data, config
 
 
 def _logits(state, data, split):

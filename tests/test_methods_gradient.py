@@ -8,8 +8,10 @@ import ml_collections
 import numpy as np
 import pytest
 
+from conftest import make_toy_unlearning
+
 from unlearn_jax import config as config_lib
-from unlearn_jax import defaults, methods, models, parallel, train
+from unlearn_jax import defaults, methods, train
 from unlearn_jax.methods import boundary_shrink, l1_sparse, salun
 
 NUM_CLASSES = 3
@@ -19,23 +21,7 @@ NAMES = ("neggrad_plus", "l1_sparse", "salun", "boundary_shrink", "boundary_expa
 @pytest.fixture(scope="module")
 def toy():
   """An MLP fitted (partly memorised) on 60 random examples, with 6 forget examples."""
-  rng = np.random.default_rng(0)
-  data = {"image": rng.integers(0, 256, (60, 6, 6, 1), dtype=np.uint8),
-          "label": rng.integers(0, NUM_CLASSES, 60).astype(np.int32)}
-  data["id"] = np.arange(60)
-  forget = {k: v[:6] for k, v in data.items()}
-  retain = {k: v[6:] for k, v in data.items()}
-  model = models.get("mlp", NUM_CLASSES, hidden=(16,))
-  mesh = parallel.make_mesh()
-  init = lambda key: train.create_state(model, key, (6, 6, 1))
-  config = defaults.base_config()
-  config.train.epochs, config.train.batch_size, config.train.lr = 40, 20, 0.05
-  config.train.log_every = 1000
-  state, _ = train.train_from_scratch(init(jax.random.key(0)), data, config.train, 0,
-                                      name="toy", mesh=mesh)
-  unlearn_data = methods.UnlearnData(forget=forget, retain=retain, mesh=mesh, seed=0,
-                                     num_classes=NUM_CLASSES, init_state=init)
-  return state, unlearn_data, config, mesh
+  return make_toy_unlearning(NUM_CLASSES, epochs=40, lr=0.05)
 
 
 def _with(config, name, **values):
