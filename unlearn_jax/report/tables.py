@@ -144,7 +144,7 @@ def _cell(value: Any) -> Any:
 # The human table.
 
 TABLE_COLUMNS = (
-    ("time s", "time_s", 1), ("acc T", "acc.target", 2), ("acc S", "acc.similar", 2),
+    ("time s", "time_s", 1), ("× retrain", "time_vs_retrain", 2), ("acc T", "acc.target", 2), ("acc S", "acc.similar", 2),
     ("acc R", "acc.rest", 3), ("acc test", "acc.test", 3),
     ("margin T", "margin.target", 2), ("res margin", "residue.margin", 2),
     ("res margin abs", "residue_abs.margin", 2), ("res conf", "residue.confidence", 2),
