@@ -3,7 +3,8 @@
     python -m unlearn_jax.main --config=configs/sed_mnist.py --workdir=/tmp/sed_mnist
 
 trains original / retrain / clean / clean_alt (15 epochs each on ~4,200 images) and runs
-finetune, grad_ascent and random_label; about 6 minutes on a 2-core CPU. Variants after `:`
+finetune, grad_ascent and random_label; about 5 minutes on a 2-core CPU (8 with
+`--config.methods=all`). Variants after `:`
 (comma-separated; tuples take `+`-separated items):
 
     :runlocal              ~1,000 training images, 3 epochs: a laptop minute
