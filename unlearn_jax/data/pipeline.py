@@ -44,6 +44,10 @@ class EpochSampler:
   def steps_per_epoch(self) -> int:
     return -(-self.num_examples // self.batch_size)
 
+  def steps_for(self, epochs: float) -> int:
+    """Steps in `epochs` passes (fractions allowed, e.g. 0.5), at least one."""
+    return max(1, int(round(float(epochs) * self.steps_per_epoch)))
+
   def batch(self, step: int) -> Arrays:
     """The batch for global step `step`: image, label and weight (0 for filler rows)."""
     epoch, index = divmod(step, self.steps_per_epoch)

@@ -8,7 +8,8 @@ initialiser); `config` is the whole study config (a method reads `config.unlearn
 `info` is a dict with at least `steps` and `wall_s`, plus diagnostics such as `diverged`.
 Adding a method means adding one module here that defines `unlearn` and `default_config()`
 (its hyper-parameters with their sources; they appear as `config.unlearn.<name>`), and optionally
-`check_config(cfg)`.
+`check_config(cfg)`. A module whose `epochs` counts passes over the retained data may set
+`FRACTIONAL_EPOCHS = True` to accept fractions of a pass (e.g. 0.75).
 """
 
 from __future__ import annotations
@@ -98,12 +99,15 @@ def check_config(name: str, method_config: ml_collections.ConfigDict) -> None:
   A module may define `check_config(cfg)` raising `unlearn_jax.config.ConfigError`.
   """
   from unlearn_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f"{__name__}.{name}")
+  fractional = getattr(module, "FRACTIONAL_EPOCHS", False)
   for key, value in method_config.items():
     field = f"unlearn.{name}.{key}"
-    if key in _POSITIVE_INTS:
+    if key == "epochs" and fractional:
+      config_lib.require_number(field, value, low=0, low_open=True)
+    elif key in _POSITIVE_INTS:
       config_lib.require_number(field, value, low=1, integer=True)
     elif key in _POSITIVE_FLOATS:
       config_lib.require_number(field, value, low=0, low_open=True)
-  module = importlib.import_module(f"{__name__}.{name}")
   if hasattr(module, "check_config"):
     module.check_config(method_config)

@@ -12,10 +12,14 @@ from unlearn_jax.data import pipeline
 from unlearn_jax.methods import common
 
 
+# `epochs` may be a fraction of a pass over the retained data.
+FRACTIONAL_EPOCHS = True
+
+
 def default_config() -> ml_collections.ConfigDict:
   """FT hyper-parameters (Jia et al., NeurIPS 2023 run FT for 10 epochs at lr 0.01-0.1)."""
   config = ml_collections.ConfigDict()
-  config.epochs = 1  # passes over the retained data (kept to ≤10% of retrain's cost).
+  config.epochs = 1.0  # passes over the retained data (kept to ≤10% of retrain's cost).
   config.lr = 0.01  # constant SGD learning rate (momentum 0.9).
   config.batch_size = 128  # examples per step.
   return config
@@ -26,5 +30,5 @@ def unlearn(state, data, config, rng):
   del rng  # batch order comes from data.seed
   cfg = config.unlearn.finetune
   sampler = pipeline.EpochSampler(data.retain, int(cfg.batch_size), data.seed)
-  num_steps = int(cfg.epochs) * sampler.steps_per_epoch
+  num_steps = sampler.steps_for(cfg.epochs)
   return common.run_sgd(state, sampler.batch, num_steps, cfg.lr, data, "finetune", config)

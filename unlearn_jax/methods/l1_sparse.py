@@ -18,9 +18,10 @@ gradient by an optax transformation placed before SGD, so the shared weighted cr
 runs unchanged; the logged loss is the cross-entropy, and `info` reports ||θ||_1 before and after.
 
 Defaults and cost: the authors fine-tune for 10 epochs at lr 0.01 and tune gamma per setting.
-Here: 1 epoch (≤10% of retraining) at lr 0.01 with momentum 0.9, and gamma = 5e-4 (our choice):
-with momentum's ~10× gain and the default study's T = 33 steps, the penalty alone shrinks each
-weight by ~10·lr·gamma·T/2 ≈ 1e-3 (a few percent of a typical CNN weight), a visible sparsity
+Here: 0.6 of an epoch at lr 0.01 with momentum 0.9 (measured on the default study: one epoch
+plus the penalty and compilation cost 0.11 × retrain, over the 10% budget), and gamma = 5e-4
+(our choice): with momentum's ~10× gain and the default study's T = 20 steps, the penalty alone
+shrinks each weight by ~10·lr·gamma·T/2 ≈ 1e-3 (a few percent of a typical CNN weight), a visible sparsity
 pressure that does not swamp the retain loss. Config: `config.unlearn.l1_sparse`.
 """
 
@@ -39,10 +40,14 @@ from unlearn_jax.data import pipeline
 from unlearn_jax.methods import common
 
 
+# `epochs` may be a fraction of a pass over the retained data.
+FRACTIONAL_EPOCHS = True
+
+
 def default_config() -> ml_collections.ConfigDict:
   """ℓ1-sparse hyper-parameters (Jia et al., NeurIPS 2023, and their code)."""
   config = ml_collections.ConfigDict()
-  config.epochs = 1  # passes over the retained data (the authors: 10; budget, see docstring).
+  config.epochs = 0.6  # passes over the retained data (the authors: 10; ≤10% of retrain's cost).
   config.lr = 0.01  # constant SGD learning rate (the authors: 0.01).
   config.momentum = 0.9  # SGD momentum (the authors' code: 0.9).
   config.gamma = 5e-4  # initial ℓ1 weight (nats per unit of ||θ||_1), decayed linearly to 0.
@@ -95,7 +100,7 @@ def unlearn(state, data, config, rng):
   del rng  # batch order comes from data.seed
   cfg = config.unlearn.l1_sparse
   sampler = pipeline.EpochSampler(data.retain, int(cfg.batch_size), data.seed)
-  num_steps = int(cfg.epochs) * sampler.steps_per_epoch
+  num_steps = sampler.steps_for(cfg.epochs)
   tx = make_optimizer(float(cfg.lr), float(cfg.momentum), float(cfg.gamma), num_steps)
   l1_before = l1_norm(state.params)
   state, info = common.run_sgd(state, sampler.batch, num_steps, cfg.lr, data, "l1_sparse",
