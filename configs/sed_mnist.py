@@ -12,6 +12,8 @@ finetune, grad_ascent and random_label; about 5 minutes on a 2-core CPU (8 with
     :methods=finetune+grad_ascent
     :similar=5,ratio=0.5   SED strength
     :dataset=fashion_mnist a tfds dataset prepared in --config.data_dir
+    :model=resnet18        another model; naming the model here also exposes its fields, e.g.
+                           `:model=cnn --config.model_kwargs.dense=64`
 
 Single fields: `--config.sed.ratio=0.5`, `--config.methods=finetune,grad_ascent`,
 `--config.train.epochs=5`.
@@ -20,7 +22,7 @@ Single fields: `--config.sed.ratio=0.5`, `--config.methods=finetune,grad_ascent`
 import ml_collections
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import defaults
+from unlearn_jax import defaults, models
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -39,6 +41,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset = arg.dataset
   if arg.model:
     config.model = arg.model
+    # The model's own fields with their defaults, so `--config.model_kwargs.<field>=...` works.
+    config.model_kwargs = ml_collections.ConfigDict(models.default_kwargs(config.model))
   if arg.runlocal:
     config.train_size = 1000  # stratified subset of the 4,000 training images
     config.test_size = 500

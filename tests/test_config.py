@@ -116,7 +116,7 @@ def test_parse_arg_bad_int_names_the_type():
 # configs/sed_mnist.py.
 
 VARIANTS = [None, "runlocal", "seeds=3", "methods=finetune+grad_ascent", "similar=5,ratio=0.5",
-            "runlocal,seeds=3", "dataset=fashion_mnist"]
+            "runlocal,seeds=3", "dataset=fashion_mnist", "model=resnet18"]
 
 
 def docstring_variants(module) -> list[str]:
@@ -134,7 +134,11 @@ def test_docstring_variants_are_all_tested(config_module):
 def test_every_variant_validates_and_has_the_base_keys(config_module, arg):
   config = config_module.get_config(arg)
   defaults.validate(config)
-  assert set(all_keys(config)) == set(all_keys(defaults.base_config()))
+  # model_kwargs holds the model's own fields when the variant names the model.
+  without_model = lambda c: {k for k in all_keys(c) if not k.startswith("model_kwargs.")}
+  assert without_model(config) == without_model(defaults.base_config())
+  expected = set(models.default_kwargs(config.model)) if "model=" in (arg or "") else set()
+  assert set(config.model_kwargs.keys()) == expected
 
 
 def test_default_variant_is_the_base_config(config_module):
@@ -346,6 +350,8 @@ def _uncommented() -> dict[str, bool]:
     parts = path.split(".")
     if parts[0] == "unlearn" and len(parts) == 2:
       continue  # a method's section: documented by its module docstring
+    if parts[0] == "model_kwargs":
+      continue  # the model's own fields: documented by its `make` signature
     if parts[0] == "unlearn" and len(parts) > 2:
       method_file = _method_path(parts[1])
       where = _definitions(method_file, "default_config", f"unlearn.{parts[1]}.").get(path, set())
@@ -360,7 +366,7 @@ def _uncommented() -> dict[str, bool]:
 def test_comment_parser_finds_every_field():
   definitions = _definitions()
   top_level = {k for k in all_keys(defaults.base_config())
-               if not (k.startswith("unlearn.") and k.count(".") >= 1)}
+               if not (k.startswith(("unlearn.", "model_kwargs.")) and k.count(".") >= 1)}
   assert top_level <= set(definitions)
   assert definitions["sed.ratio"] & _comment_lines()  # sanity: a known commented field
 

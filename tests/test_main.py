@@ -64,3 +64,11 @@ def test_diverged_method_gives_a_complete_report_and_a_failing_exit(tfds_data_di
   assert "did not finish: grad_ascent/seed_0" in result.stderr.strip().splitlines()[-1]
   report = (workdir / "report" / "report.md").read_text()
   assert "| grad_ascent (diverged) |" in report and "| finetune |" in report
+
+
+def test_model_fields_can_be_overridden_on_the_command_line(tmp_path):
+  result = _main("--config=configs/sed_mnist.py:model=mlp", f"--workdir={tmp_path / 'wd'}",
+                 "--config.model_kwargs.hidden=(8,)", "--config.sed.ratio=2.0")
+  # The override is accepted by the flag parser; validation then stops at the bad ratio.
+  assert "model_kwargs" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith("error: config.sed.ratio=2.0")

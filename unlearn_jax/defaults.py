@@ -11,7 +11,7 @@ import math
 import ml_collections
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import methods
+from unlearn_jax import methods, models
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -28,7 +28,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.test_size = 0
   # Model name (a module in unlearn_jax/models): 'mlp', 'cnn', 'resnet18'.
   config.model = "cnn"
-  # Keyword arguments of the model (e.g. {'width': 16} for resnet18); {} = the model's defaults.
+  # Keyword arguments of the model (cnn: features, dense; mlp: hidden; resnet18: width); {} = the
+  # model's defaults. A config that names its model in the variant (`:model=cnn`) fills this with
+  # the model's fields so that `--config.model_kwargs.<field>=...` can override them.
   config.model_kwargs = ml_collections.ConfigDict()
 
   # Similarity-entailed dataset (DESIGN.md §2).
@@ -83,7 +85,6 @@ def base_config() -> ml_collections.ConfigDict:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks every field of a study config; raises config_lib.ConfigError on the first problem."""
-  from unlearn_jax import models  # pylint: disable=g-import-not-at-top
   from unlearn_jax.data import sed, sources  # pylint: disable=g-import-not-at-top
 
   base = base_config()

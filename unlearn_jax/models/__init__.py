@@ -60,6 +60,20 @@ def get(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
   return module.make(num_classes, **kwargs)
 
 
+def default_kwargs(name: str) -> dict[str, Any]:
+  """The config fields of model `name` with their defaults (from its `make` signature).
+
+  Configs start `model_kwargs` from these, so every field can be overridden on the command
+  line (`--config.model_kwargs.width=16`).
+  """
+  if name not in available():
+    raise ValueError(f"Unknown model={name!r}; available models: {', '.join(available())}.")
+  make = importlib.import_module(f"{__name__}.{name}").make
+  return {key: (tuple(p.default) if isinstance(p.default, list) else p.default)
+          for key, p in inspect.signature(make).parameters.items()
+          if key != "num_classes" and p.default is not inspect.Parameter.empty}
+
+
 def has_batch_stats(variables: Mapping[str, Any]) -> bool:
   """True when `variables` carries a non-empty `batch_stats` collection.
 
