@@ -1,5 +1,6 @@
-"""Preemption: a study killed (SIGKILL) or preempted (SIGTERM) in every stage resumes to the
-same summary.json as an uninterrupted run (all numbers except wall times)."""
+"""Preemption: a `configs/sed_mnist.py:runlocal` study killed (SIGKILL) or preempted (SIGTERM)
+in every stage resumes to the same summary.json as an uninterrupted run (all numbers except wall
+times). Checkpoints every 10 steps so that kills inside a model's training resume mid-way."""
 
 import json
 import os
@@ -15,18 +16,22 @@ TIME_KEYS = ("time_s", "time_vs_retrain")
 # (stderr text that marks the moment, signal). One point in each stage of a study.
 KILL_POINTS = (
     ("stage: data", signal.SIGKILL),                       # preparing/loading the dataset
-    ("[original/seed_0] step 6/", signal.SIGKILL),         # training a reference, mid-way
+    ("[original/seed_0] step 20/", signal.SIGKILL),        # training a reference, mid-way
     ("stage: reference clean/seed_0", signal.SIGKILL),     # between two references
-    ("[clean_alt/seed_0] step 4/", signal.SIGTERM),        # preemption notice while training
+    ("[clean_alt/seed_0] step 10/", signal.SIGTERM),       # preemption notice while training
     ("stage: method random_label/seed_0", signal.SIGKILL), # unlearning
     ("stage: evaluate seed_0", signal.SIGKILL),            # evaluation
     ("stage: report", signal.SIGKILL),                     # writing the report
 )
 
 
+CHECKPOINT_EVERY = 10  # steps; runlocal trains each reference for 30 steps
+
+
 def _command(workdir, data_dir):
-  return [sys.executable, "-m", "unlearn_jax.main",
-          f"--config=tests/tiny_study.py:data_dir={data_dir}", f"--workdir={workdir}"]
+  return [sys.executable, "-m", "unlearn_jax.main", "--config=configs/sed_mnist.py:runlocal",
+          f"--config.data_dir={data_dir}", f"--config.train.checkpoint_every={CHECKPOINT_EVERY}",
+          f"--workdir={workdir}"]
 
 
 def _run_until(marker, sig, workdir, data_dir):
@@ -52,9 +57,10 @@ def _without_times(tree):
 
 
 def test_killed_in_every_stage_resumes_to_the_same_summary(tfds_data_dir, tmp_path):
-  import tiny_study  # pylint: disable=g-import-not-at-top
-  reference = study.run(tiny_study.get_config(f"data_dir={tfds_data_dir}"),
-                        str(tmp_path / "uninterrupted"))
+  from configs import sed_mnist  # pylint: disable=g-import-not-at-top
+  config = sed_mnist.get_config("runlocal")
+  config.data_dir, config.train.checkpoint_every = tfds_data_dir, CHECKPOINT_EVERY
+  reference = study.run(config, str(tmp_path / "uninterrupted"))
 
   workdir, data_dir = tmp_path / "killed", tmp_path / "fresh_tfds"
   for marker, sig in KILL_POINTS:
