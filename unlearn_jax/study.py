@@ -47,6 +47,16 @@ class Context:
   num_classes: int
   mesh: jax.sharding.Mesh
   writer: utils.MetricWriter
+  models_done: int = 0  # reference and unlearned models finished (for the progress line)
+  models_total: int = 0
+  started: float = dataclasses.field(default_factory=time.perf_counter)
+
+  def progress(self) -> str:
+    """'model 3 of 7, study ETA 2m10s' for the stage lines."""
+    done, total = self.models_done, self.models_total
+    elapsed = time.perf_counter() - self.started
+    eta = f", study ETA {utils.format_seconds(elapsed / done * (total - done))}" if done else ""
+    return f"model {done + 1} of {total}{eta}"
 
   def checkpoint_dir(self, name: str, seed: int) -> str:
     return os.path.join(self.workdir, "checkpoints", name, f"seed_{seed}")
@@ -68,6 +78,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   workdir = os.path.abspath(workdir)
   prepare_workdir(config, workdir)
   context = build_context(config, workdir)
+  names = methods.resolve(config_lib.as_tuple(config.methods))
+  context.models_total = len(config_lib.as_tuple(config.seeds)) * (
+      4 + len([n for n in names if n != "retrain"]))
   records: dict[int, dict[str, dict]] = {}
   per_target: list[dict] = []
   status: dict[str, str] = {}
@@ -151,6 +164,7 @@ def run_seed(context: Context, seed: int,
   states, times = {}, {}
   for name, (data, model_seed) in reference_data.items():
     states[name], times[name] = train_reference(context, name, data, seed, model_seed)
+    context.models_done += 1
 
   for name in methods.resolve(config_lib.as_tuple(config.methods)):
     key = f"{name}/seed_{seed}"
@@ -167,6 +181,8 @@ def run_seed(context: Context, seed: int,
       # A failed method must not cost the others their results.
       status[key] = f"failed: {type(error).__name__}: {error}"
       logging.error("%s failed:\n%s", key, traceback.format_exc())
+    finally:
+      context.models_done += 1
 
   logging.info("stage: evaluate seed_%d", seed)
   logits = {name: {"train": predict(context, state, sed.train),
@@ -188,7 +204,8 @@ def train_reference(context: Context, name: str, data: dict, seed: int,
   """Trains (or restores) one reference model; returns it and its training time in seconds."""
   directory = context.checkpoint_dir(name, seed)
   init_key = jax.random.fold_in(jax.random.key(model_seed), 1)
-  logging.info("stage: reference %s/seed_%d (%d examples)", name, seed, len(data["label"]))
+  logging.info("stage: reference %s/seed_%d (%d examples; %s)", name, seed, len(data["label"]),
+               context.progress())
   start = time.perf_counter()
   state, info = train.train_from_scratch(
       context.init_state(init_key), data, context.config.train, model_seed,
@@ -206,8 +223,8 @@ def run_method(context: Context, name: str, original: train.TrainState,
       num_classes=context.num_classes, init_state=context.init_state,
       checkpoint_dir=directory, writer=context.writer, val=context.sed.test)
   rng = jax.random.fold_in(jax.random.key(seed), 2)
-  logging.info("stage: method %s/seed_%d (|forget|=%d, |retain|=%d)", name, seed,
-               len(data.forget["label"]), len(data.retain["label"]))
+  logging.info("stage: method %s/seed_%d (|forget|=%d, |retain|=%d; %s)", name, seed,
+               len(data.forget["label"]), len(data.retain["label"]), context.progress())
   start = time.perf_counter()
   state, info = methods.get(name)(original, data, context.config, rng)
   # A method that builds its own model first (SISA's shard ensemble) reports that training
