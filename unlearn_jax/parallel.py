@@ -19,9 +19,9 @@ def make_mesh(devices=None) -> Mesh:
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
-def data_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split across the mesh."""
-  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+def data_sharding(mesh: Mesh, axis: int = 0) -> NamedSharding:
+  """Batch axis `axis` (default the leading one) split across the mesh."""
+  return NamedSharding(mesh, PartitionSpec(*([None] * axis), DATA_AXIS))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -29,21 +29,24 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def global_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Places a host batch on the mesh, split along its leading axis.
+def global_batch(batch: dict[str, np.ndarray], mesh: Mesh,
+                 axis: int = 0) -> dict[str, jax.Array]:
+  """Places a host batch on the mesh, split along its batch axis `axis`.
 
-  With several processes each one passes the same global batch and contributes only the rows
-  that belong to its devices, so every process can use the same deterministic batch order.
+  `axis=1` is for stacked ensemble batches (members, batch, ...): every device then holds all
+  members and a slice of each member's examples. With several processes each one passes the
+  same global batch and contributes only the rows that belong to its devices, so every process
+  can use the same deterministic batch order.
   """
-  sharding = data_sharding(mesh)
+  sharding = data_sharding(mesh, axis)
   if jax.process_count() == 1:
     return jax.device_put(batch, sharding)
   index, count = jax.process_index(), jax.process_count()
 
   def local(value):
-    rows = len(value) // count
-    return jax.make_array_from_process_local_data(
-        sharding, value[index * rows:(index + 1) * rows], value.shape)
+    rows = value.shape[axis] // count
+    part = np.take(value, np.arange(index * rows, (index + 1) * rows), axis=axis)
+    return jax.make_array_from_process_local_data(sharding, part, value.shape)
 
   return jax.tree.map(local, batch)
 

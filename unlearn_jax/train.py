@@ -199,9 +199,14 @@ def _saveable(state: TrainState) -> dict:
           "opt_state": state.opt_state}
 
 
+def step_of(state: TrainState) -> int:
+  """The step of a state, or of a stacked ensemble state (whose members step together)."""
+  return int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
+
+
 def save(manager: ocp.CheckpointManager, state: TrainState) -> None:
   """Saves `state` at its step (asynchronous; `manager.wait_until_finished()` to block)."""
-  manager.save(int(state.step), args=ocp.args.Composite(
+  manager.save(step_of(state), args=ocp.args.Composite(
       state=ocp.args.StandardSave(_saveable(state))))
 
 
@@ -248,8 +253,8 @@ def restore_latest_readable(manager: ocp.CheckpointManager, like: TrainState) ->
 def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num_steps: int, *,
         name: str, mesh: jax.sharding.Mesh, seed: int, checkpoint_dir: str | None = None,
         checkpoint_every: int = 500, log_every: int = 50,
-        writer: MetricWriter | None = None,
-        step_fn: Callable | None = None) -> tuple[TrainState, dict[str, Any]]:
+        writer: MetricWriter | None = None, step_fn: Callable | None = None,
+        put_batch: Callable | None = None) -> tuple[TrainState, dict[str, Any]]:
   """Runs `num_steps` train steps, batch `batch_fn(step)` at each, resuming from checkpoints.
 
   Args:
@@ -266,6 +271,8 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
     step_fn: `(state, batch, base_key) -> (state, metrics)` with a scalar `metrics['loss']`;
       default `jit_train_step`. Methods with their own update pass a jitted step here, binding
       extra arrays (e.g. a teacher's parameters) with functools.partial so they stay arguments.
+    put_batch: `(host_batch, mesh) -> device batch`; default `parallel.global_batch` (an
+      ensemble passes one that splits axis 1 of its stacked batches).
 
   Returns:
     The final state and info: steps run now, wall time, examples/s, final loss, resumed step.
@@ -281,7 +288,7 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
     start = 0
     if manager is not None and manager.latest_step() is not None:
       state = restore_latest_readable(manager, state)
-      start = int(state.step)
+      start = step_of(state)
       logging.info("[%s] resumed from checkpoint at step %d/%d", name, start, num_steps)
     info = {"steps": num_steps, "resumed_at": start, "steps_run": num_steps - start}
     if start >= num_steps:
@@ -291,7 +298,7 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
     # unlearning method starts from) must survive.
     state = jax.device_put(state, parallel.replicated(mesh), may_alias=False)
     loop = _Loop(name, num_steps, start, mesh, jax.random.key(seed), step_fn or jit_train_step,
-                 manager, checkpoint_every, log_every, writer)
+                 put_batch or parallel.global_batch, manager, checkpoint_every, log_every, writer)
     state = loop.run(state, batch_fn)
     info.update(wall_s=loop.wall_s, examples_per_s=loop.examples / max(loop.wall_s, 1e-9),
                 final_loss=loop.last_loss)
@@ -311,6 +318,7 @@ class _Loop:
   mesh: jax.sharding.Mesh
   base_key: jax.Array
   step_fn: Callable
+  put_batch: Callable
   manager: ocp.CheckpointManager | None
   checkpoint_every: int
   log_every: int
@@ -325,10 +333,10 @@ class _Loop:
     last_examples = 0
     for step in range(self.start, self.num_steps):
       host_batch = batch_fn(step)
-      state, metrics = self.step_fn(state, parallel.global_batch(host_batch, self.mesh),
+      state, metrics = self.step_fn(state, self.put_batch(host_batch, self.mesh),
                                     self.base_key)
       pending.append((step, metrics))
-      self.examples += len(host_batch["label"])
+      self.examples += host_batch["label"].size  # all members' examples for an ensemble
       done = step + 1
       stop = preemption.requested()
       should_log = done % self.log_every == 0 or done == self.num_steps

@@ -1,0 +1,104 @@
+"""The vmapped ensemble trains each member exactly as `train_from_scratch` would."""
+
+import jax
+import numpy as np
+import pytest
+
+from unlearn_jax import defaults, ensemble, models, parallel, train
+
+
+def _recipe(epochs=2, batch_size=16):
+  recipe = defaults.base_config().train
+  recipe.epochs, recipe.batch_size, recipe.log_every = epochs, batch_size, 1000
+  recipe.checkpoint_every = 3
+  return recipe
+
+
+def _data(n, seed):
+  rng = np.random.default_rng(seed)
+  return {"image": rng.integers(0, 256, (n, 6, 6, 1), dtype=np.uint8),
+          "label": rng.integers(0, 3, n).astype(np.int32)}
+
+
+MODEL = models.get("mlp", 3, hidden=(16,))
+MESH = parallel.make_mesh()
+# Sizes 40 and 44 give 3 steps per epoch (batch 16), 70 gives 5: two groups.
+MEMBERS = [ensemble.Member(_data(40, 0), 0), ensemble.Member(_data(44, 1), 7),
+           ensemble.Member(_data(70, 2), 3), ensemble.Member(_data(40, 0), 5)]
+
+
+def _alone(member, recipe):
+  state, _ = train.train_from_scratch(
+      train.create_state(MODEL, ensemble.init_key(member.seed), (6, 6, 1)), member.data, recipe,
+      member.seed, name="alone", mesh=MESH)
+  return state
+
+
+def _max_diff(a, b):
+  return max(float(np.max(np.abs(x - y)))
+             for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)))
+
+
+@pytest.fixture(scope="module")
+def trained():
+  states, info = ensemble.train_ensemble(MODEL, MEMBERS, _recipe(), image_shape=(6, 6, 1),
+                                         mesh=MESH, name="ens", vectorize=True)
+  return states, info
+
+
+def test_vmapped_members_equal_training_one_by_one(trained):
+  states, info = trained
+  assert info["vectorized"]
+  assert sorted(len(g["members"]) for g in info["groups"]) == [1, 3]  # grouped by length
+  for member, state in zip(MEMBERS, states):
+    alone = _alone(member, _recipe())
+    assert int(state.step) == int(alone.step)
+    assert _max_diff(state, alone) < 1e-5
+  # Members on the same data with different seeds really differ.
+  assert _max_diff(states[0], states[3]) > 1e-3
+
+
+def test_loop_path_gives_the_same_models(trained):
+  states, _ = trained
+  looped, info = ensemble.train_ensemble(MODEL, MEMBERS, _recipe(), image_shape=(6, 6, 1),
+                                         mesh=MESH, name="loop", vectorize=False)
+  assert not info["vectorized"]
+  for a, b in zip(states, looped):
+    assert _max_diff(a, b) < 1e-5
+
+
+def test_predict_matches_each_model(trained):
+  states, _ = trained
+  data = _data(23, 9)
+  logits = ensemble.predict(states, data, batch_size=8, mesh=MESH)
+  assert logits.shape == (4, 23, 3)
+  for k, state in enumerate(states):
+    np.testing.assert_allclose(logits[k], train.predict(state, data, 8, MESH), atol=1e-5)
+  np.testing.assert_allclose(ensemble.predict(states, data, 8, MESH, vectorize=False), logits,
+                             atol=1e-5)
+
+
+def test_resumes_from_checkpoints(tmp_path, trained):
+  states, _ = trained
+  directory = str(tmp_path / "ens")
+  recipe = _recipe()
+  ensemble.train_ensemble(MODEL, MEMBERS[:2], recipe, image_shape=(6, 6, 1), mesh=MESH,
+                          name="ens", checkpoint_dir=directory, vectorize=True)
+  again, info = ensemble.train_ensemble(MODEL, MEMBERS[:2], recipe, image_shape=(6, 6, 1),
+                                        mesh=MESH, name="ens", checkpoint_dir=directory,
+                                        vectorize=True)
+  assert info["steps_run"] == 0  # complete checkpoints: nothing trained again
+  for a, b in zip(states[:2], again):
+    assert _max_diff(a, b) < 1e-5
+
+
+def test_auto_loops_over_conv_models_on_cpu():
+  cnn = models.get("cnn", 3, features=(4,), dense=8)
+  if jax.default_backend() == "cpu":
+    assert not ensemble.should_vectorize(cnn, (8, 8, 1))
+  assert ensemble.should_vectorize(MODEL, (6, 6, 1))
+
+
+def test_empty_ensemble_is_an_error():
+  with pytest.raises(ValueError, match="no members"):
+    ensemble.train_ensemble(MODEL, [], _recipe(), image_shape=(6, 6, 1), mesh=MESH, name="x")
