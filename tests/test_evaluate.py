@@ -318,7 +318,7 @@ def test_reference_residues_are_one_and_zero(evaluation):
       assert value == pytest.approx(1.0), score
       assert records["clean"]["residue"][score] == pytest.approx(0.0, abs=1e-12), score
       checked += 1
-  assert checked == 5  # loss, confidence, margin, correct and mia all have a defined gap here
+  assert checked == 6  # loss, confidence, margin, correct, kl_to_clean and mia all defined here
   for score in evaluator.RESIDUE_SCORES:
     assert records["original"]["residue_defined"][score] == 2
     assert records["clean"]["residue_abs"][score] == 0.0

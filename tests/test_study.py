@@ -12,7 +12,7 @@ from unlearn_jax import methods, study, train
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
 
-TIME_KEYS = ("time_s", "time_vs_retrain")
+TIME_KEYS = ("time_s", "time_vs_retrain", "time_s_ci")
 
 
 def tiny_config(data_dir: str):
@@ -170,3 +170,40 @@ def test_unprepared_dataset_fails_before_any_work(tmp_path):
   with pytest.raises(sources.DatasetNotPreparedError, match="tfds build mnist"):
     study.run(config, str(tmp_path / "study_e"))
   assert not os.path.exists(tmp_path / "study_e" / "checkpoints")
+
+
+def test_seeds_give_cis_and_every_attack(tfds_data_dir, tmp_path):
+  config = tiny_config(tfds_data_dir)
+  config.seeds, config.methods = (0, 1), ("finetune",)
+  config.eval.epsilon_min_seeds = 2
+  workdir = str(tmp_path / "seeds")
+  summary = study.run(config, workdir)
+  record = summary["methods"]["finetune"]
+  assert record["num_seeds"] == 2
+  for key in ("acc", "loss", "residue", "mia_auc", "lira_auc", "relearn_steps"):
+    assert f"{key}_ci" in record, key
+  assert np.isfinite(record["acc_ci"]["test"])
+  assert record["acc_ci"] == record["ci95"]["acc"]  # `_ci` mirrors the `ci95` tree
+  assert set(record["mia_auc_by_score"]) == {"loss", "confidence", "entropy",
+                                             "modified_entropy"}
+  for key in ("lira", "lira_auc", "lira_tpr", "mia_efficacy"):
+    assert np.isfinite(record[key]["target"]), key
+  assert set(record["epsilon"]) == {"vs_retrain", "vs_clean"}
+  assert 0.0 <= record["ulira_acc"]["vs_clean"] <= 1.0
+  original = summary["methods"]["original"]
+  assert original["relearn_steps"] == 0  # already at its own loss
+  assert original["param_l2"]["to_original"] == 0.0
+  assert summary["methods"]["clean"]["residue"]["lira"] == pytest.approx(0.0, abs=1e-12)
+  assert summary["across_seeds"]["num_models"] == 2
+  with open(os.path.join(workdir, "report", "results.csv")) as f:
+    rows = f.read().splitlines()
+  assert len(rows) == 1 + 2 * 5  # (original, retrain, clean, clean_alt, finetune) × 2 seeds
+  with open(os.path.join(workdir, "report", "per_target.csv")) as f:
+    header = f.readline().strip().split(",")
+  for column in ("lira", "residue_lira", "kl_to_clean", "residue_kl_to_clean", "phi"):
+    assert column in header, column
+  report = open(os.path.join(workdir, "report", "report.md")).read()
+  assert "## Membership and influence" in report and "LiRA AUC T" in report
+  # The LiRA reference models are checkpointed once per study, not per seed.
+  assert os.listdir(os.path.join(workdir, "checkpoints", "lira")) == [
+      "models4_heldout20_seed10000"]

@@ -22,4 +22,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.checkpoint_every, config.train.log_every = 5, 2
   for name in ("finetune", "grad_ascent", "random_label"):
     config.unlearn[name].epochs = 1
+  config.eval.lira.num_models, config.eval.lira.num_heldout = 4, 20
+  config.eval.relearn.max_steps = 20
+  config.eval.svc_max_train = 100
   return config

@@ -77,9 +77,33 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval.batch_size = 1000  # examples per evaluation batch (padded and masked).
   # Minimum |f(original) - f(clean)| for a target's residue ratio to be defined, per score, in
   # the score's unit (loss: nats; confidence: probability; margin: logits; correct: 0/1;
-  # mia: AUC of the loss attack, a set-level score).
+  # mia: AUC of the loss attack, a set-level score; kl_to_clean: nats; lira: the LiRA
+  # log-likelihood ratio).
   config.eval.min_gap = ml_collections.ConfigDict(
-      {"loss": 0.05, "confidence": 0.02, "margin": 0.5, "correct": 0.5, "mia": 0.05})
+      {"loss": 0.05, "confidence": 0.02, "margin": 0.5, "correct": 0.5, "mia": 0.05,
+       "kl_to_clean": 0.01, "lira": 0.5})
+  # LiRA (Carlini et al., S&P 2022): reference models trained with the study's recipe on R plus
+  # a random half of the target groups (a target with its similar samples) and of `num_heldout`
+  # test samples of the targets' classes (the non-member candidates), in complementary pairs, so
+  # every group is IN for half of them. Trained once per study (all at once where `vmap` pays).
+  config.eval.lira = ml_collections.ConfigDict()
+  config.eval.lira.num_models = 8  # reference models (even; 0 disables LiRA).
+  config.eval.lira.num_heldout = 100  # held-out candidates (test samples), at most what exists.
+  config.eval.lira.fix_variance = True  # one variance per side: advised with < 64 references.
+  config.eval.lira.fpr = 0.05  # FPR at which `lira_tpr` is reported (1/num_heldout resolution).
+  config.eval.lira.seed = 10000  # reference model k trains with seed `seed + k`.
+  # Relearn time: full-batch SGD steps on T until T's loss is back at the original's level.
+  config.eval.relearn = ml_collections.ConfigDict()
+  config.eval.relearn.lr = 0.01  # SGD learning rate (no momentum, no weight decay).
+  config.eval.relearn.max_steps = 100  # cap; a model that never gets there reports cap + 1.
+  # SVC MIA-efficacy (Jia et al., NeurIPS 2023; SalUn): examples per side of the SVC's
+  # training set (retain vs test); 0 disables it.
+  config.eval.svc_max_train = 2000
+  # The ε estimate of the unlearning challenge compares a model's seeds with retrain's (and
+  # clean's): with few models its threshold rules separate two samples of one distribution by
+  # chance (3 a side gives the cap 50 for many targets), so it is reported only from this many
+  # seeds on. U-LiRA (an accuracy, robust to small N) is reported from 2 seeds on.
+  config.eval.epsilon_min_seeds = 8
   return config
 
 
@@ -127,11 +151,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   c.require_number("train.log_every", t.log_every, low=1, integer=True)
 
   names = config_lib.as_tuple(config.methods)
-  c.validate_names("methods", [n for n in names if n != "all"], methods.available)
-  names = methods.resolve(names)
+  names = methods.resolve(names)  # lists what exists on a miss; loads `pkg.module:function`
   c.require(len(set(names)) == len(names), "methods", config.methods, "names must be unique")
   for name in names:
-    methods.check_config(name, config.unlearn[name])
+    methods.check_config(name, methods.method_config(config, name))
 
   seeds = config_lib.as_tuple(config.seeds)
   c.require(len(seeds) >= 1, "seeds", config.seeds, "must hold at least one seed")
@@ -144,3 +167,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
   c.require_number("eval.batch_size", config.eval.batch_size, low=1, integer=True)
   for key, value in config.eval.min_gap.items():
     c.require_number(f"eval.min_gap.{key}", value, low=0)
+  lira = config.eval.lira
+  c.require_number("eval.lira.num_models", lira.num_models, low=0, integer=True)
+  c.require(lira.num_models % 2 == 0, "eval.lira.num_models", lira.num_models,
+            "must be even (reference models come in complementary pairs)")
+  c.require_number("eval.lira.num_heldout", lira.num_heldout, low=1, integer=True)
+  c.require(isinstance(lira.fix_variance, bool), "eval.lira.fix_variance", lira.fix_variance,
+            "must be True or False")
+  c.require_number("eval.lira.fpr", lira.fpr, low=0, high=1, low_open=True)
+  c.require_number("eval.lira.seed", lira.seed, low=0, integer=True)
+  c.require_number("eval.relearn.lr", config.eval.relearn.lr, low=0, low_open=True)
+  c.require_number("eval.relearn.max_steps", config.eval.relearn.max_steps, low=0, integer=True)
+  c.require_number("eval.svc_max_train", config.eval.svc_max_train, low=0, integer=True)
+  c.require_number("eval.epsilon_min_seeds", config.eval.epsilon_min_seeds, low=2, integer=True)

@@ -23,10 +23,10 @@ import numpy as np
 from absl import logging
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import defaults, methods, models, parallel, preemption, train, utils
+from unlearn_jax import defaults, ensemble, methods, models, parallel, preemption, train, utils
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
-from unlearn_jax.evaluate import evaluator
+from unlearn_jax.evaluate import evaluator, metrics, mia
 from unlearn_jax.report import tables
 
 # Config fields that may change between runs into the same workdir: they do not affect any
@@ -79,16 +79,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   prepare_workdir(config, workdir)
   context = build_context(config, workdir)
   names = methods.resolve(config_lib.as_tuple(config.methods))
-  context.models_total = len(config_lib.as_tuple(config.seeds)) * (
+  context.models_total = config.eval.lira.num_models + len(config_lib.as_tuple(config.seeds)) * (
       4 + len([n for n in names if n != "retrain"]))
+  lira = train_lira_references(context)
   records: dict[int, dict[str, dict]] = {}
   per_target: list[dict] = []
   status: dict[str, str] = {}
   for seed in (int(s) for s in config_lib.as_tuple(config.seeds)):
-    records[seed], rows = run_seed(context, seed, status)
+    records[seed], rows = run_seed(context, seed, status, lira)
     per_target.extend({"seed": seed, **row} for row in rows)
   logging.info("stage: report")
   summary = tables.build_summary(config, records, status)
+  add_across_seed_attacks(summary, per_target, config.eval.epsilon_min_seeds)
   report = tables.write(workdir, summary, records, per_target)
   logging.info("report written to %s", os.path.join(workdir, "report"))
   print(report, flush=True)
@@ -154,8 +156,9 @@ def build_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
   return Context(config, workdir, sed, model, num_classes, mesh, writer)
 
 
-def run_seed(context: Context, seed: int,
-             status: dict[str, str]) -> tuple[dict[str, dict], list[dict]]:
+def run_seed(context: Context, seed: int, status: dict[str, str],
+             lira: evaluator.LiraReferences | None = None
+             ) -> tuple[dict[str, dict], list[dict]]:
   """Trains the references and runs the methods for one seed; returns records and rows."""
   config, sed = context.config, context.sed
   reference_data = {"original": (sed.train, seed), "retrain": (sed.retain, seed),
@@ -188,10 +191,127 @@ def run_seed(context: Context, seed: int,
   logits = {name: {"train": predict(context, state, sed.train),
                    "test": predict(context, state, sed.test)}
             for name, state in states.items()}
-  records, rows = evaluator.evaluate_models(logits, sed, context.config.eval.min_gap)
+  eval_config = context.config.eval
+  records, rows = evaluator.evaluate_models(logits, sed, eval_config.min_gap, lira=lira,
+                                            svc_max_train=eval_config.svc_max_train)
+  target_loss = metrics.forget_loss(states["original"], sed.forget, context.mesh)
   for name, record in records.items():
     record["time_s"] = times[name]
+    record["param_l2"] = {f"to_{ref}": metrics.param_distance(states[name].params,
+                                                               states[ref].params)
+                          for ref in ("original", "retrain", "clean") if ref in states}
+    record["relearn_steps"] = metrics.relearn_steps(
+        states[name], sed.forget, target_loss, lr=eval_config.relearn.lr,
+        max_steps=eval_config.relearn.max_steps, mesh=context.mesh)
   return records, rows
+
+
+def train_lira_references(context: Context) -> evaluator.LiraReferences | None:
+  """Trains (or restores) the LiRA reference models and scores the targets and candidates.
+
+  Reference models come in complementary pairs: model 2i trains on R, a random half of the
+  target groups (target + its similar samples) and a random half of the held-out candidates;
+  model 2i+1 on R and the other halves. So every target is IN for exactly half of them.
+  """
+  cfg, sed = context.config.eval.lira, context.sed
+  if cfg.num_models == 0:
+    return None
+  heldout = lira_candidates(sed, cfg.num_heldout)
+  groups = [np.flatnonzero(sed.train["group"] == t) for t in sed.target_ids]
+  target_in = np.zeros((cfg.num_models, len(groups)), bool)
+  heldout_in = np.zeros((cfg.num_models, len(heldout)), bool)
+  for pair in range(cfg.num_models // 2):
+    rng = np.random.default_rng([int(context.config.sed.seed), 7, pair])
+    first = rng.permutation(len(groups))[:len(groups) // 2]
+    target_in[2 * pair, first] = True
+    first = rng.permutation(len(heldout))[:len(heldout) // 2]
+    heldout_in[2 * pair, first] = True
+    target_in[2 * pair + 1] = ~target_in[2 * pair]
+    heldout_in[2 * pair + 1] = ~heldout_in[2 * pair]
+  rest = sed.rest
+  members = []
+  for k in range(cfg.num_models):
+    rows = np.concatenate([groups[g] for g in np.flatnonzero(target_in[k])] + [
+        np.zeros(0, np.int64)])
+    extra = heldout[heldout_in[k]]
+    members.append(ensemble.Member(
+        data={"image": np.concatenate([rest["image"], sed.train["image"][rows],
+                                       sed.test["image"][extra]]),
+              "label": np.concatenate([rest["label"], sed.train["label"][rows],
+                                       sed.test["label"][extra]]).astype(np.int32)},
+        seed=int(cfg.seed) + k))
+  logging.info("stage: LiRA references (%d models on R + half the target groups and %d "
+               "held-out candidates; %s)", cfg.num_models, len(heldout), context.progress())
+  directory = os.path.join(context.workdir, "checkpoints", "lira",
+                           f"models{cfg.num_models}_heldout{len(heldout)}_seed{cfg.seed}")
+  states, _ = ensemble.train_ensemble(
+      context.model, members, context.config.train, image_shape=sed.train["image"].shape[1:],
+      mesh=context.mesh, name="lira", checkpoint_dir=directory, writer=context.writer)
+  context.models_done += cfg.num_models
+  batch_size = context.config.eval.batch_size
+  target_rows = evaluator.split_rows(sed)["target"]
+  targets = {"image": sed.train["image"][target_rows], "label": sed.train["label"][target_rows]}
+  candidates = {"image": sed.test["image"][heldout], "label": sed.test["label"][heldout]}
+  target_logits = ensemble.predict(states, targets, batch_size, context.mesh)
+  heldout_logits = ensemble.predict(states, candidates, batch_size, context.mesh)
+  return evaluator.LiraReferences(
+      target_phi=mia.logit_scaled_confidence(target_logits, targets["label"][None]),
+      target_in=target_in, heldout_rows=heldout,
+      heldout_phi=mia.logit_scaled_confidence(heldout_logits, candidates["label"][None]),
+      heldout_in=heldout_in, fix_variance=bool(cfg.fix_variance), fpr=float(cfg.fpr))
+
+
+def lira_candidates(sed: sed_lib.SED, count: int) -> np.ndarray:
+  """Rows of the test split of the targets' classes used as LiRA's non-member candidates."""
+  target_labels = sed.train["label"][np.isin(sed.train["id"], sed.target_ids)]
+  pool = np.flatnonzero(np.isin(sed.test["label"], target_labels))
+  rng = np.random.default_rng([len(pool), 11])
+  return np.sort(rng.permutation(pool)[:min(count, len(pool))])
+
+
+def add_across_seed_attacks(summary: dict[str, Any], per_target: list[dict],
+                            epsilon_min_seeds: int) -> None:
+  """ε estimate and U-LiRA of every model against `retrain` and `clean`, over the seeds.
+
+  The populations are the study's own models: for model M, its N seeds are the "unlearned"
+  population and the N seeds of `retrain` (or `clean`) the other, scored by the logit-scaled
+  confidence on each target. U-LiRA needs N >= 2 (it fits one variance per population, leaving
+  one model out at a time); ε is reported from `epsilon_min_seeds` on, because with few models
+  its rules separate two samples of one distribution by chance (N models resolve ε only up to
+  about log(N - 1), or the cap).
+  """
+  phi: dict[str, dict[int, dict[int, float]]] = {}
+  for row in per_target:
+    phi.setdefault(row["model"], {}).setdefault(row["seed"], {})[row["target_id"]] = row["phi"]
+  seeds = summary["seeds"]
+  if len(seeds) < 2:
+    return
+  targets = sorted(next(iter(phi.values()))[seeds[0]])
+
+  def population(model: str) -> np.ndarray | None:
+    if model not in phi or any(s not in phi[model] for s in seeds):
+      return None
+    return np.asarray([[phi[model][s][t] for t in targets] for s in seeds], np.float64)
+
+  for name, record in summary["methods"].items():
+    unlearned = population(name)
+    if unlearned is None:
+      continue
+    for reference in ("retrain", "clean"):
+      other = population(reference)
+      if other is None or reference == name:
+        continue
+      if len(seeds) >= epsilon_min_seeds:
+        estimate = mia.epsilon_estimate(unlearned, other)
+        record.setdefault("epsilon", {})[f"vs_{reference}"] = float(np.nanmean(
+            estimate.epsilons))
+        record.setdefault("forgetting_quality", {})[f"vs_{reference}"] = float(
+            estimate.forgetting_quality)
+      attack = mia.u_lira(unlearned, other, fix_variance=True)
+      record.setdefault("ulira_acc", {})[f"vs_{reference}"] = float(attack.accuracy)
+  summary["across_seeds"] = {"num_models": len(seeds), "delta": mia.DELTA,
+                             "epsilon_cap": mia.EPSILON_CAP,
+                             "epsilon_min_seeds": epsilon_min_seeds}
 
 
 def predict(context: Context, state: train.TrainState, data: dict) -> np.ndarray:

@@ -1,16 +1,25 @@
-"""Per-example behavioural scores from logits, and divergences between two models.
+"""Per-example behavioural scores, divergences and distances between models, relearn time.
 
 Scores (DESIGN.md §2): cross-entropy `loss`, `confidence` (softmax probability of the true
 label), logit `margin` (true-class logit minus the largest other logit, informative when loss and
-confidence saturate) and `correct`. Computed in float64 numpy on host: evaluation sets are small
+confidence saturate), `correct` and the predictive `entropy`. Computed in float64 numpy on host
+from logits that `train.predict` computed exactly over padded batches: evaluation sets are small
 and exactness matters more than speed here.
+
+`relearn_steps` is the other kind of metric: how many fine-tuning steps on the targets bring
+their loss back to the original model's level. A model that only hides the targets (its
+parameters still close to the original's) relearns them fast; a model that never saw them needs
+as long as learning them afresh.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import jax
 import numpy as np
 
-SCORES = ("loss", "confidence", "margin", "correct")
+SCORES = ("loss", "confidence", "margin", "correct", "entropy")
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -21,7 +30,7 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def example_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-  """Per-example loss, confidence, margin and correctness (float64 arrays of shape (N,))."""
+  """Per-example loss, confidence, margin, correctness and entropy (float64, shape (N,))."""
   logits = np.asarray(logits, np.float64)
   labels = np.asarray(labels)
   rows = np.arange(len(labels))
@@ -34,6 +43,7 @@ def example_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarr
       "confidence": np.exp(log_probs[rows, labels]),
       "margin": true_logit - others.max(axis=-1),
       "correct": (logits.argmax(axis=-1) == labels).astype(np.float64),
+      "entropy": -np.sum(np.exp(log_probs) * log_probs, axis=-1),
   }
 
 
@@ -54,3 +64,65 @@ def js_divergence(p_logits: np.ndarray, q_logits: np.ndarray) -> np.ndarray:
 def mean_or_nan(values: np.ndarray) -> float:
   """Mean of an array, NaN (reported as undefined) when it is empty."""
   return float(np.mean(values)) if len(values) else float("nan")
+
+
+def param_distance(params_a: Any, params_b: Any) -> float:
+  """Euclidean (L2) distance between two parameter trees of the same structure."""
+  leaves_a, leaves_b = jax.tree.leaves(params_a), jax.tree.leaves(params_b)
+  if len(leaves_a) != len(leaves_b):
+    raise ValueError("param_distance: the two parameter trees differ in structure")
+  total = sum(float(np.sum((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+              for a, b in zip(leaves_a, leaves_b))
+  return float(np.sqrt(total))
+
+
+def relearn_steps(state, forget: dict[str, np.ndarray], target_loss: float, *, lr: float,
+                  max_steps: int, mesh: jax.sharding.Mesh) -> int:
+  """Full-batch SGD steps on the forget set until its mean loss is <= `target_loss`.
+
+  Args:
+    state: the model to fine-tune (a `train.TrainState`; it is not modified).
+    forget: the forget set (image uint8, label).
+    target_loss: the level to return to (the original model's mean loss on the forget set,
+      measured the same way: train-mode forward, before the step's update).
+    lr: SGD learning rate (no momentum, no weight decay).
+    max_steps: the cap.
+    mesh: device mesh.
+
+  Returns:
+    The number of steps taken before the loss first reached `target_loss` (0 when it already
+    does), or `max_steps + 1` when it never did within the cap (reported as censored).
+  """
+  from unlearn_jax import parallel, train  # pylint: disable=g-import-not-at-top
+  state = state.with_optimizer(train.make_optimizer("sgd", float(lr), 1, momentum=0.0))
+  state = jax.device_put(state, parallel.replicated(mesh), may_alias=False)
+  batch = {"image": forget["image"], "label": forget["label"].astype(np.int32),
+           "weight": np.ones(len(forget["label"]), np.float32)}
+  batch = jax.device_put(batch, parallel.replicated(mesh))  # forget sets are small
+  key = jax.random.key(0)
+  # The step's loss and `forget_loss` are compiled separately and may differ in the last bits.
+  level = target_loss + 1e-5 * abs(target_loss) + 1e-7
+  for step in range(max_steps + 1):
+    new_state, metrics = train.jit_train_step(state, batch, key)
+    if float(metrics["loss"]) <= level:  # the loss before this step's update
+      return step
+    state = new_state
+  return max_steps + 1
+
+
+def forget_loss(state, forget: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> float:
+  """Mean train-mode loss on the forget set, measured as `relearn_steps` measures it."""
+  from unlearn_jax import parallel, train  # pylint: disable=g-import-not-at-top
+  batch = {"image": forget["image"], "label": forget["label"].astype(np.int32),
+           "weight": np.ones(len(forget["label"]), np.float32)}
+  batch = jax.device_put(batch, parallel.replicated(mesh))
+  loss, _ = _jit_loss(state.params, state, batch, jax.random.fold_in(jax.random.key(0), 0))
+  return float(loss)
+
+
+def _loss(params, state, batch, rng):
+  from unlearn_jax import train  # pylint: disable=g-import-not-at-top
+  return train.weighted_loss(params, state, batch, rng)
+
+
+_jit_loss = jax.jit(_loss)

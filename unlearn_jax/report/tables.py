@@ -1,7 +1,8 @@
 """Aggregates per-seed records over seeds and writes the study's report files.
 
-Files (DESIGN.md §5): `report/summary.json` (stable keys; means over seeds, with `ci95`
-half-widths when there are several seeds), `report/results.csv` (one row per model and seed),
+Files (DESIGN.md §5): `report/summary.json` (stable keys; means over seeds, with the 95%
+t-interval half-widths when there are several seeds both under `ci95` and beside each metric as
+`<metric>_ci`), `report/results.csv` (one row per model and seed),
 `report/per_target.csv` (raw scores and residue of every target) and `report/report.md`.
 """
 
@@ -70,6 +71,9 @@ def aggregate(records: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[st
       means[key], halves[key] = mean_ci95([flat.get(key, float("nan")) for flat in flats])
     record = _nest(means)
     record["ci95"] = _nest(halves)
+    # The same half-widths beside each metric: `acc_ci` mirrors `acc`, `time_s_ci` `time_s`.
+    for key, value in _nest(halves).items():
+      record[f"{key}_ci"] = value
     record["num_seeds"] = len(flats)
     out[model] = record
   return out
@@ -144,12 +148,20 @@ def _cell(value: Any) -> Any:
 # The human table.
 
 TABLE_COLUMNS = (
-    ("time s", "time_s", 1), ("× retrain", "time_vs_retrain", 2), ("acc T", "acc.target", 2), ("acc S", "acc.similar", 2),
-    ("acc R", "acc.rest", 3), ("acc test", "acc.test", 3),
+    ("time s", "time_s", 1), ("× retrain", "time_vs_retrain", 2), ("acc T", "acc.target", 2),
+    ("acc S", "acc.similar", 2), ("acc R", "acc.rest", 3), ("acc test", "acc.test", 3),
     ("margin T", "margin.target", 2), ("res margin", "residue.margin", 2),
     ("res margin abs", "residue_abs.margin", 2), ("res conf", "residue.confidence", 2),
-    ("res loss", "residue.loss", 2), ("MIA AUC T", "mia_auc.target", 2),
-    ("KL→clean T", "kl_to_clean.target", 3),
+    ("res loss", "residue.loss", 2), ("KL→clean T", "kl_to_clean.target", 3),
+)
+# Membership and influence: attacks on the targets, residues of their scores, relearn time.
+ATTACK_COLUMNS = (
+    ("MIA AUC T", "mia_auc.target", 2), ("res MIA", "residue.mia", 2),
+    ("LiRA AUC T", "lira_auc.target", 2), ("LiRA TPR", "lira_tpr.target", 2),
+    ("res LiRA", "residue.lira", 2), ("res KL", "residue.kl_to_clean", 2),
+    ("MIA-eff", "mia_efficacy.target", 2), ("relearn steps", "relearn_steps", 0),
+    ("‖θ−θ_clean‖", "param_l2.to_clean", 1), ("ε vs retrain", "epsilon.vs_retrain", 2),
+    ("ε vs clean", "epsilon.vs_clean", 2), ("U-LiRA vs clean", "ulira_acc.vs_clean", 2),
 )
 
 
@@ -162,13 +174,13 @@ def _format(mean: Any, half: Any, digits: int) -> str:
   return text
 
 
-def markdown_table(summary: Mapping[str, Any]) -> str:
+def markdown_table(summary: Mapping[str, Any], columns=TABLE_COLUMNS) -> str:
   """The methods × metrics table (mean ± 95% CI half-width when several seeds)."""
-  header = "| model | " + " | ".join(name for name, _, _ in TABLE_COLUMNS) + " |"
-  lines = [header, "|" + "---|" * (len(TABLE_COLUMNS) + 1)]
+  header = "| model | " + " | ".join(name for name, _, _ in columns) + " |"
+  lines = [header, "|" + "---|" * (len(columns) + 1)]
   for model, record in summary["methods"].items():
     flat, halves = _leaves(record), _leaves(record.get("ci95", {}))
-    cells = [_format(flat.get(key), halves.get(key), digits) for _, key, digits in TABLE_COLUMNS]
+    cells = [_format(flat.get(key), halves.get(key), digits) for _, key, digits in columns]
     status = record.get("status", "ok")
     label = model if status == "ok" else f"{model} ({status})"
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -186,12 +198,26 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
       f"({sed['generator']}, block {sed['block']}, ratio {sed['ratio']}, sigma {sed['sigma']}); "
       f"seeds {summary['seeds']}.",
       "",
+      "## Behaviour and residue",
+      "",
       markdown_table(summary),
       "",
       "T = targets, S = similar samples, R = unrelated rest. `res X` is the mean over targets of "
       "(f(M) - f(clean)) / (f(original) - f(clean)) for score X (1: nothing forgotten, 0: like "
       "the clean model that never saw T nor S); `abs` is f(M) - f(clean) in logits. "
       "`clean_alt` is a clean model with another seed: its residue is the noise floor.",
+      "",
+      "## Membership and influence",
+      "",
+      markdown_table(summary, ATTACK_COLUMNS),
+      "",
+      "MIA AUC: loss-threshold attack, targets against test samples of their classes (0.5: "
+      "chance). LiRA: online likelihood-ratio attack with the study's reference models, targets "
+      "against held-out candidates (TPR at the configured FPR). MIA-eff: share of targets an SVC "
+      "trained on retain-vs-test outputs calls unseen (higher: looks forgotten). relearn steps: "
+      "SGD steps on T until its loss is back at the original's (cap + 1 = never). ε and U-LiRA "
+      "accuracy compare the model's seeds with those of retrain/clean" + _across_seeds_note(
+          summary.get("across_seeds")),
   ]
   if floor:
     parts = ", ".join(f"{k} {v:.2f}" for k, v in floor.items()
@@ -201,6 +227,15 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
   if status:
     lines += ["", "Failures:", *status]
   return "\n".join(lines) + "\n"
+
+
+def _across_seeds_note(across: Mapping[str, Any] | None) -> str:
+  if not across:
+    return " (U-LiRA needs at least 2 seeds)."
+  note = f" (N = {across['num_models']} models a side"
+  if across["num_models"] >= across["epsilon_min_seeds"]:
+    return note + f"; ε with δ = {across['delta']:g}, cap {across['epsilon_cap']:g})."
+  return note + f"; ε is reported from {across['epsilon_min_seeds']} seeds on)."
 
 
 def write(workdir: str, summary: Mapping[str, Any], records, per_target_rows) -> str:
