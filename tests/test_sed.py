@@ -410,3 +410,18 @@ def test_save_provenance_to_a_bare_file_name(sed, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   sed_lib.save_provenance(sed, "provenance.npz")
   assert os.path.exists(tmp_path / "provenance.npz")
+
+
+def test_atypical_selection_takes_the_lowest_scores():
+
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 3, 50)
+  scores = np.full(50, np.nan)
+  scores[25:] = rng.normal(size=25)
+  rows = sed_lib.choose_targets(labels, 4, "atypical", np.random.default_rng(1), scores)
+  np.testing.assert_array_equal(np.sort(rows), np.sort(25 + np.argsort(scores[25:])[:4]))
+  with pytest.raises(ValueError, match="candidates"):
+    sed_lib.choose_targets(labels, 30, "atypical", np.random.default_rng(1), scores)
+  with pytest.raises(ValueError, match="atypicality"):
+    sed_lib.choose_targets(labels, 3, "atypical", np.random.default_rng(1))
+

@@ -207,3 +207,17 @@ def test_seeds_give_cis_and_every_attack(tfds_data_dir, tmp_path):
   # The LiRA reference models are checkpointed once per study, not per seed.
   assert os.listdir(os.path.join(workdir, "checkpoints", "lira")) == [
       "models4_heldout20_seed10000"]
+
+
+def test_atypical_targets_are_hard_for_a_model_that_never_saw_them(tfds_data_dir, tmp_path):
+  config = tiny_config(tfds_data_dir)
+  config.methods, config.eval.lira.num_models = (), 0
+  config.sed.selection = "atypical"
+  summary = study.run(config, str(tmp_path / "atypical"))
+  random_config = tiny_config(tfds_data_dir)
+  random_config.methods, random_config.eval.lira.num_models = (), 0
+  baseline = study.run(random_config, str(tmp_path / "random"))
+  # The clean model never saw the targets: atypical ones get a lower margin than random ones.
+  assert (summary["methods"]["clean"]["margin"]["target"]
+          < baseline["methods"]["clean"]["margin"]["target"])
+  assert os.path.isdir(os.path.join(str(tmp_path / "atypical"), "checkpoints", "selection"))

@@ -14,7 +14,7 @@ import ml_collections
 
 # Names referenced by configs and checked here; the registries own the authoritative lists.
 GENERATORS = ("block_mask", "duplicate", "gaussian_noise")
-SELECTIONS = ("random", "class_balanced")
+SELECTIONS = ("random", "class_balanced", "atypical")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 

@@ -41,7 +41,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.sed.block = 4  # block_mask: block side b in pixels.
   config.sed.ratio = 0.25  # block_mask: fraction r of the blocks zeroed, in [0, 1).
   config.sed.sigma = 0.1  # gaussian_noise: std of the noise, in units of the [0, 1] intensity.
-  config.sed.selection = "random"  # target choice: 'random' or 'class_balanced'.
+  # Target choice: 'random', 'class_balanced', or 'atypical': the training samples that a probe
+  # model trained (with the study's recipe) on a random half of the training split scores with
+  # the lowest margin among the other half (DESIGN.md §2).
+  config.sed.selection = "random"
   config.sed.seed = 0  # seed of target choice and generation; fixed across training seeds.
 
   # Training recipe, shared by original/retrain/clean/clean_alt and the `retrain` method.

@@ -140,20 +140,53 @@ def build_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
       "train": sed_lib.stratified_subset(splits["train"], config.train_size, config.sed.seed),
       "test": sed_lib.stratified_subset(splits["test"], config.test_size, config.sed.seed),
   }
-  sed = sed_lib.build(splits, config.sed)
-  if utils.is_main_process():
-    sed_lib.save_provenance(sed, os.path.join(workdir, "data", "provenance.npz"))
-  counts = {name: int(np.sum(sed.train["kind"] == kind))
-            for kind, name in enumerate(sed_lib.KIND_NAMES)}
-  logging.info("SED: |D|=%d (%s), |test|=%d", len(sed.train["id"]), counts,
-               len(sed.test["id"]))
   num_classes = sources.num_classes(config.dataset, data_dir)
   model = models.get(config.model, num_classes, **config.model_kwargs.to_dict())
   mesh = parallel.make_mesh()
   logging.info("mesh: %d device(s) of %s, %d process(es)", mesh.devices.size,
                jax.devices()[0].platform, jax.process_count())
   writer = utils.MetricWriter(os.path.join(workdir, "metrics.jsonl"))
+  atypicality = None
+  if config.sed.selection == "atypical":
+    atypicality = probe_margins(config, workdir, splits["train"], model, mesh, writer)
+  sed = sed_lib.build(splits, config.sed, atypicality)
+  if utils.is_main_process():
+    sed_lib.save_provenance(sed, os.path.join(workdir, "data", "provenance.npz"))
+  counts = {name: int(np.sum(sed.train["kind"] == kind))
+            for kind, name in enumerate(sed_lib.KIND_NAMES)}
+  logging.info("SED: |D|=%d (%s), |test|=%d", len(sed.train["id"]), counts,
+               len(sed.test["id"]))
   return Context(config, workdir, sed, model, num_classes, mesh, writer)
+
+
+def probe_margins(config: ml_collections.ConfigDict, workdir: str, train_split: dict,
+                  model: Any, mesh: jax.sharding.Mesh,
+                  writer: utils.MetricWriter) -> np.ndarray:
+  """Margins of a probe model on the half of the training split it did not train on.
+
+  The probe trains with the study's recipe on a random half (seeded by `sed.seed`); the other
+  half are the candidates for `sed.selection='atypical'` and get the probe's logit margin
+  (low = atypical: the probe, which never saw them, finds them hard). Rows the probe trained on
+  get NaN. The probe is checkpointed under checkpoints/selection/.
+  """
+  count = len(train_split["label"])
+  order = np.random.default_rng([int(config.sed.seed), 13]).permutation(count)
+  probe_rows, candidate_rows = np.sort(order[:count // 2]), np.sort(order[count // 2:])
+  probe_data = {key: train_split[key][probe_rows] for key in ("image", "label")}
+  logging.info("stage: selection probe (%d examples; scores %d candidates for atypical "
+               "targets)", len(probe_rows), len(candidate_rows))
+  seed = int(config.sed.seed)
+  state, _ = train.train_from_scratch(
+      train.create_state(model, ensemble.init_key(seed), train_split["image"].shape[1:]),
+      probe_data, config.train, seed, name="selection_probe", mesh=mesh,
+      checkpoint_dir=os.path.join(workdir, "checkpoints", "selection", f"seed_{seed}"),
+      writer=writer)
+  candidates = {key: train_split[key][candidate_rows] for key in ("image", "label")}
+  logits = train.predict(state, candidates, config.eval.batch_size, mesh)
+  margins = np.full(count, np.nan)
+  margins[candidate_rows] = metrics.example_scores(
+      logits, train_split["label"][candidate_rows])["margin"]
+  return margins
 
 
 def run_seed(context: Context, seed: int, status: dict[str, str],

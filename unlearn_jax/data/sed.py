@@ -136,8 +136,23 @@ def check_params(sed_config, num_train: float = math.inf, image_side: float = ma
 
 
 def choose_targets(labels: np.ndarray, num_targets: int, selection: str,
-                   rng: np.random.Generator) -> np.ndarray:
-  """Returns the row indices of the targets: uniformly at random, or round-robin over classes."""
+                   rng: np.random.Generator, atypicality: np.ndarray | None = None) -> np.ndarray:
+  """Returns the row indices of the targets.
+
+  `random`: uniformly at random; `class_balanced`: round-robin over the classes; `atypical`:
+  the `num_targets` rows with the lowest `atypicality` score (a margin from a model that did
+  not train on them; NaN marks rows that are not candidates), ties broken at random.
+  """
+  if selection == "atypical":
+    if atypicality is None or len(atypicality) != len(labels):
+      raise ValueError("sed.selection='atypical' needs one atypicality score per training row")
+    candidates = np.flatnonzero(np.isfinite(atypicality))
+    if len(candidates) < num_targets:
+      raise ValueError(f"sed.selection='atypical': {len(candidates)} candidates for "
+                       f"{num_targets} targets")
+    shuffled = rng.permutation(candidates)
+    order = np.argsort(atypicality[shuffled], kind="stable")
+    return shuffled[order[:num_targets]]
   if selection == "random":
     return rng.choice(len(labels), size=num_targets, replace=False)
   classes = np.unique(labels)
@@ -147,16 +162,20 @@ def choose_targets(labels: np.ndarray, num_targets: int, selection: str,
   return np.asarray(order[:num_targets])
 
 
-def build(splits: Mapping[str, Mapping[str, np.ndarray]], sed_config) -> SED:
+def build(splits: Mapping[str, Mapping[str, np.ndarray]], sed_config,
+          atypicality: np.ndarray | None = None) -> SED:
   """Builds the SED from `{'train': ..., 'test': ...}` arrays (image, label, id).
 
-  Deterministic in `sed_config.seed`. Similar samples get fresh ids above every train and test
+  `atypicality` (one score per training row, NaN for non-candidates) is required by
+  `sed_config.selection == 'atypical'` (see `choose_targets`). Deterministic in
+  `sed_config.seed` (and the scores). Similar samples get fresh ids above every train and test
   id, in (target, copy) order, and the label of their target.
   """
   train, test = splits["train"], splits["test"]
   check_params(sed_config, len(train["label"]), min(train["image"].shape[1:3]))
   rng = np.random.default_rng(sed_config.seed)
-  rows = choose_targets(train["label"], sed_config.num_targets, sed_config.selection, rng)
+  rows = choose_targets(train["label"], sed_config.num_targets, sed_config.selection, rng,
+                        atypicality)
   num_train, count = len(train["label"]), sed_config.similar_per_target
 
   kind = np.full(num_train, REST, np.int8)
