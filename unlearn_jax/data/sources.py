@@ -8,6 +8,8 @@ TensorFlow.
 Two kinds of names:
 * Embedded builders (`EMBEDDED`) are prepared into `data_dir` on first use from data shipped with
   an installed package, offline and in seconds.
+* Registered names (`register(name, train=..., test=..., num_classes=...)`) are numpy arrays
+  handed over by the user in the running process; `data_dir` does not apply to them.
 * Any other name is a tfds dataset that must already be prepared in `data_dir` in array_record
   format. Nothing is ever downloaded: an unprepared dataset raises `DatasetNotPreparedError`
   saying how to prepare it.
@@ -16,8 +18,10 @@ Two kinds of names:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -46,6 +50,110 @@ class DatasetNotPreparedError(ValueError):
   """A tfds dataset is known but its array_record files are not in `data_dir`."""
 
 
+# ----------------------------------------------------------------------------------------------
+# Datasets registered as numpy arrays.
+
+
+@dataclasses.dataclass(frozen=True)
+class _ArrayDataset:
+  """Both splits of a registered dataset, checked and sorted by id (see `register`)."""
+  splits: dict[str, dict[str, np.ndarray]]
+  num_classes: int
+
+
+_REGISTERED: dict[str, _ArrayDataset] = {}
+_NAME = re.compile(r"^[A-Za-z_]\w*$")
+
+
+def register(name: str, train: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray],
+             num_classes: int, *, replace: bool = False) -> None:
+  """Makes numpy arrays the dataset called `name` in this process (`config.dataset=name`).
+
+  Args:
+    name: a Python identifier that is neither an embedded builder nor a registered dataset.
+    train: {'image': uint8 (N, H, W, C), 'label': integer (N,)} and optionally 'id' (unique
+      integers; default 0..N-1).
+    test: the same for the held-out split (M >= 1 examples of the same H, W, C; default ids
+      N..N+M-1, so ids are unique across both splits as in the provenance file).
+    num_classes: number of classes C; every label must lie in [0, C).
+    replace: allow replacing a dataset registered earlier under the same name.
+
+  Raises:
+    ValueError: a bad name, a taken name (without replace), or arrays of the wrong kind; the
+      message names the split, the key and what is expected.
+  """
+  if not isinstance(name, str) or not _NAME.match(name):
+    raise ValueError(f"dataset name {name!r}: must be a Python identifier")
+  if name in EMBEDDED:
+    raise ValueError(f"dataset name {name!r} is an embedded dataset; choose another name")
+  if name in _REGISTERED and not replace:
+    raise ValueError(f"dataset name {name!r} is already registered; pass replace=True to "
+                     "replace it, or choose another name")
+  if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or (
+      num_classes < 2):
+    raise ValueError(f"dataset {name!r}: num_classes={num_classes!r} must be an integer >= 2")
+  train_arrays = _checked_split(name, "train", train, int(num_classes), first_id=0)
+  test_arrays = _checked_split(name, "test", test, int(num_classes),
+                               first_id=len(train_arrays["label"]))
+  if train_arrays["image"].shape[1:] != test_arrays["image"].shape[1:]:
+    raise ValueError(f"dataset {name!r}: train images are {train_arrays['image'].shape[1:]} but "
+                     f"test images {test_arrays['image'].shape[1:]}; both must share (H, W, C)")
+  _REGISTERED[name] = _ArrayDataset({"train": train_arrays, "test": test_arrays},
+                                    int(num_classes))
+
+
+def unregister(name: str) -> None:
+  """Forgets a dataset registered in this process.
+
+  Raises:
+    KeyError: `name` is not a registered dataset.
+  """
+  if name not in _REGISTERED:
+    raise KeyError(f"{name!r} is not a registered dataset; registered: "
+                   f"{', '.join(sorted(_REGISTERED)) or 'none'}")
+  del _REGISTERED[name]
+
+
+def registered() -> tuple[str, ...]:
+  """Names of the datasets registered in this process."""
+  return tuple(sorted(_REGISTERED))
+
+
+def _checked_split(name: str, split: str, arrays: Mapping[str, np.ndarray], num_classes: int,
+                   first_id: int) -> dict[str, np.ndarray]:
+  """The split as {'image' uint8, 'label' int32, 'id' int64} sorted by id, or a ValueError."""
+  where = f"dataset {name!r} {split}"
+  if not isinstance(arrays, Mapping) or "image" not in arrays or "label" not in arrays:
+    raise ValueError(f"{where}: expected a dict with 'image' uint8 (N, H, W, C) and 'label' "
+                     f"(N,) arrays (optionally 'id'), got {type(arrays).__name__}"
+                     + (f" with keys {sorted(arrays)}" if isinstance(arrays, Mapping) else ""))
+  unknown = sorted(set(arrays) - {"image", "label", "id"})
+  if unknown:
+    raise ValueError(f"{where}: unknown keys {unknown}; allowed: image, label, id")
+  image, label = np.asarray(arrays["image"]), np.asarray(arrays["label"])
+  if image.ndim != 4 or image.dtype != np.uint8 or min(image.shape, default=0) < 1:
+    raise ValueError(f"{where}['image']: expected uint8 (N, H, W, C) with N, H, W, C >= 1 "
+                     f"(channels last, values 0..255), got {image.dtype} {image.shape}")
+  if label.shape != (len(image),) or not np.issubdtype(label.dtype, np.integer):
+    raise ValueError(f"{where}['label']: expected integers of shape ({len(image)},), got "
+                     f"{label.dtype} {label.shape}")
+  if label.size and (label.min() < 0 or label.max() >= num_classes):
+    raise ValueError(f"{where}['label']: values must lie in [0, {num_classes}) "
+                     f"(num_classes={num_classes}); found {label.min()}..{label.max()}")
+  if "id" in arrays:
+    ids = np.asarray(arrays["id"])
+    if ids.shape != (len(image),) or not np.issubdtype(ids.dtype, np.integer):
+      raise ValueError(f"{where}['id']: expected integers of shape ({len(image)},), got "
+                       f"{ids.dtype} {ids.shape}")
+    if len(np.unique(ids)) != len(ids):
+      raise ValueError(f"{where}['id']: ids must be unique")
+  else:
+    ids = np.arange(first_id, first_id + len(image))
+  order = np.argsort(ids, kind="stable")
+  return {"image": image[order].copy(), "label": label[order].astype(np.int32),
+          "id": ids[order].astype(np.int64)}
+
+
 def default_data_dir() -> str:
   """Returns tfds's default data dir ($TFDS_DATA_DIR or ~/tensorflow_datasets), read now."""
   # `constants.DATA_DIR` is frozen at import; `get_default_data_dir` (what `tfds build` uses)
@@ -58,7 +166,8 @@ def load(name: str, data_dir: str | None = None) -> dict[str, dict[str, np.ndarr
   """Returns the train and test splits of dataset `name` as numpy arrays sorted by `id`.
 
   Args:
-    name: an `EMBEDDED` builder name or a tfds dataset name (see `KNOWN`).
+    name: an `EMBEDDED` builder name, a registered dataset (`register`) or a tfds dataset name
+      (see `KNOWN`).
     data_dir: tfds data dir to read from (and to prepare embedded builders into); defaults to
       `default_data_dir()`.
 
@@ -71,6 +180,9 @@ def load(name: str, data_dir: str | None = None) -> dict[str, dict[str, np.ndarr
     ValueError: `name` is not a tfds dataset, or lacks an image/label/train/test.
     DatasetNotPreparedError: `name` is a tfds dataset that is not prepared in `data_dir`.
   """
+  if name in _REGISTERED:  # copies: callers may modify what they get
+    return {split: {key: value.copy() for key, value in arrays.items()}
+            for split, arrays in _REGISTERED[name].splits.items()}
   data_dir = _resolve_data_dir(data_dir)
   builder = _builder(name, data_dir)
   _check_features(name, builder.info)
@@ -95,6 +207,8 @@ def load(name: str, data_dir: str | None = None) -> dict[str, dict[str, np.ndarr
 
 def num_classes(name: str, data_dir: str | None = None) -> int:
   """Returns the number of classes of `name` (its `label` ClassLabel), without reading data."""
+  if name in _REGISTERED:
+    return _REGISTERED[name].num_classes
   info = _builder(name, _resolve_data_dir(data_dir)).info
   _check_features(name, info)
   return int(info.features["label"].num_classes)
@@ -102,6 +216,8 @@ def num_classes(name: str, data_dir: str | None = None) -> int:
 
 def image_shape(name: str, data_dir: str | None = None) -> tuple[int, int, int]:
   """Returns the (H, W, C) shape of `name`'s images, without reading data."""
+  if name in _REGISTERED:
+    return tuple(int(dim) for dim in _REGISTERED[name].splits["train"]["image"].shape[1:])
   info = _builder(name, _resolve_data_dir(data_dir)).info
   _check_features(name, info)
   return tuple(int(dim) for dim in info.features["image"].shape)
@@ -109,6 +225,8 @@ def image_shape(name: str, data_dir: str | None = None) -> tuple[int, int, int]:
 
 def num_train_examples(name: str, data_dir: str | None = None) -> int | None:
   """Size of the train split without reading data; None when it is not known yet."""
+  if name in _REGISTERED:
+    return len(_REGISTERED[name].splits["train"]["label"])
   if name == "mnist_subset":
     return mnist_subset.NUM_CLASSES * mnist_subset.TRAIN_PER_CLASS
   try:
@@ -119,8 +237,8 @@ def num_train_examples(name: str, data_dir: str | None = None) -> int | None:
 
 
 def check_name(name: str, data_dir: str | None = None) -> None:
-  """Raises ValueError unless `name` is a tfds image-classification dataset (reads no data)."""
-  if name in EMBEDDED:
+  """Raises ValueError unless `name` is a registered or tfds image-classification dataset."""
+  if name in EMBEDDED or name in _REGISTERED:
     return
   _check_features(name, _builder(name, _resolve_data_dir(data_dir)).info)
 
@@ -134,9 +252,12 @@ def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   try:
     return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
+    registered_names = f"; registered in this process: {', '.join(registered())}" if (
+        _REGISTERED) else ""
     raise ValueError(
         f"Unknown dataset={name!r}: tfds has no dataset of that name. Tested names: "
-        f"{', '.join(KNOWN)} (other tfds image classification datasets may also work)."
+        f"{', '.join(KNOWN)} (other tfds image classification datasets may also work)"
+        f"{registered_names}. Numpy arrays join with unlearn_jax.data.sources.register."
     ) from None
 
 

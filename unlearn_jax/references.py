@@ -1,0 +1,185 @@
+"""The reference models of a SED, trained outside a study exactly as a study trains them.
+
+Residue is measured against reference models (DESIGN.md §2): `original` (trained on D),
+`retrain` (D \\ T), `clean` (R) and `clean_alt` (R with another seed: the seed-noise floor). A
+user evaluating their own method from a script needs them without running a whole study, and
+they must be the *same* models a study would train, so that numbers from a script and from
+`python -m unlearn_jax.main` can be compared. Hence this module uses the study's recipe
+(`config.train`), its seeds (`clean_alt`: seed + `config.floor_seed_offset`), its initialisation
+key (`fold_in(key(model_seed), 1)`) and `train.train_from_scratch`; given a workdir, checkpoints
+go to the study's place (`WORKDIR/checkpoints/<name>/seed_<seed>`) with the study's config.json and
+info.json (training time), so training resumes there, a study run in that workdir finds them
+complete, and a workdir made with another config is refused as a study refuses it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from unlearn_jax import defaults, models, parallel, study, utils
+from unlearn_jax import train as train_lib
+from unlearn_jax.data import sed as sed_lib
+from unlearn_jax.data import sources
+
+NAMES = ("original", "retrain", "clean", "clean_alt")
+
+
+def training_data(sed: sed_lib.SED, name: str) -> dict[str, np.ndarray]:
+  """The data reference `name` trains on: D, D \\ T, or R (for both clean models).
+
+  Raises:
+    ValueError: `name` is not one of NAMES.
+  """
+  if name == "original":
+    return sed.train
+  if name == "retrain":
+    return sed.retain
+  if name in ("clean", "clean_alt"):
+    return sed.rest
+  raise ValueError(f"unknown reference {name!r}; references: {', '.join(NAMES)}")
+
+
+def model_seed(config: ml_collections.ConfigDict, name: str, seed: int) -> int:
+  """The seed reference `name` trains with: `seed`, or seed + floor_seed_offset for clean_alt."""
+  return int(seed) + (int(config.floor_seed_offset) if name == "clean_alt" else 0)
+
+
+def init_key(model_seed_value: int) -> jax.Array:
+  """The parameter-initialisation key of a model trained with seed `model_seed_value`."""
+  return jax.random.fold_in(jax.random.key(model_seed_value), 1)
+
+
+def make_model(config: ml_collections.ConfigDict, num_classes: int | None = None) -> Any:
+  """The study's model: `config.model` with `config.model_kwargs`.
+
+  Args:
+    config: a study config.
+    num_classes: number of classes (default: that of `config.dataset`).
+
+  Returns:
+    The flax module.
+  """
+  if num_classes is None:
+    num_classes = sources.num_classes(config.dataset, config.data_dir or None)
+  kwargs = {key: _hashable(value) for key, value in config.model_kwargs.to_dict().items()}
+  return models.get(config.model, int(num_classes), **kwargs)
+
+
+def _hashable(value: Any) -> Any:
+  """Lists (as JSON configs hold them) to tuples: flax modules are hashed as jit static args."""
+  return tuple(_hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def checkpoint_dir(workdir: str, name: str, seed: int) -> str:
+  """Where a study keeps model `name` of seed `seed`: WORKDIR/checkpoints/<name>/seed_<seed>."""
+  return os.path.join(workdir, "checkpoints", name, f"seed_{seed}")
+
+
+def train_one(sed: sed_lib.SED, config: ml_collections.ConfigDict, name: str, seed: int = 0, *,
+              model: Any = None, workdir: str | None = None,
+              mesh: jax.sharding.Mesh | None = None,
+              writer: utils.MetricWriter | None = None) -> tuple[train_lib.TrainState, dict]:
+  """Trains (or restores from `workdir`) one reference model; arguments as for `train`.
+
+  Args:
+    sed: the SED.
+    config: the study config.
+    name: one of NAMES.
+    seed: the training seed.
+    model, workdir, mesh, writer: see `train`.
+
+  Returns:
+    (state, info) with info as from `train.fit` (steps, steps_run, wall_s, ...) and `time_s`,
+    the training time in seconds (kept across resumptions when a workdir is given).
+
+  Raises:
+    As `train`.
+  """
+  if workdir is not None:
+    _prepare(config, workdir)
+  return _train_one(sed, config, name, seed, model=model, workdir=workdir, mesh=mesh,
+                    writer=writer)
+
+
+def _train_one(sed, config, name, seed, *, model, workdir, mesh, writer):
+  """`train_one` for a prepared workdir (or none)."""
+  data = training_data(sed, name)
+  model = model if model is not None else make_model(config)
+  mesh = mesh if mesh is not None else parallel.make_mesh()
+  seed_value = model_seed(config, name, seed)
+  state = train_lib.create_state(model, init_key(seed_value), sed.train["image"].shape[1:])
+  logging.info("reference %s/seed_%d: %d examples", name, seed, len(data["label"]))
+  directory = checkpoint_dir(os.path.abspath(workdir), name, seed) if workdir else None
+  start = time.perf_counter()
+  state, info = train_lib.train_from_scratch(
+      state, data, config.train, seed_value, name=f"{name}/seed_{seed}", mesh=mesh,
+      checkpoint_dir=directory, writer=writer)
+  info["time_s"] = _record_time(directory, info, time.perf_counter() - start)
+  return state, info
+
+
+def _prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Validates the config and makes `workdir` a study workdir for it (config.json)."""
+  defaults.validate(config)
+  study.prepare_workdir(config, os.path.abspath(workdir))
+
+
+def _record_time(directory: str | None, info: dict, elapsed: float) -> float:
+  """Training time as a study records it in info.json: a restored model keeps its old time."""
+  if directory is None:
+    return elapsed
+  path = os.path.join(directory, "info.json")
+  previous = utils.read_json(path) if os.path.exists(path) else {}
+  if info.get("steps_run", 1) == 0 and "time_s" in previous:
+    return float(previous["time_s"])
+  if utils.is_main_process():
+    utils.write_json(path, {**info, "time_s": elapsed})
+  return elapsed
+
+
+def train(sed: sed_lib.SED, config: ml_collections.ConfigDict, seed: int = 0, *,
+          names: Sequence[str] = NAMES, model: Any = None, workdir: str | None = None,
+          mesh: jax.sharding.Mesh | None = None,
+          writer: utils.MetricWriter | None = None) -> dict[str, train_lib.TrainState]:
+  """Trains the reference models of `sed` with the study's recipe; equal to a study's models.
+
+  Args:
+    sed: the SED (e.g. from `unlearn_jax.api.build_sed(config)`).
+    config: a study config: `train` (recipe), `model`, `model_kwargs`, `dataset` (for the
+      number of classes) and `floor_seed_offset` are read.
+    seed: the training seed (a study's `config.seeds` entry).
+    names: which references, any of NAMES ('original', 'retrain', 'clean', 'clean_alt').
+    model: a flax module to use instead of `config.model` (must match the data's classes).
+    workdir: if given, the config is validated and written to WORKDIR/config.json (a workdir
+      made with another config is refused), and checkpoints go to
+      WORKDIR/checkpoints/<name>/seed_<seed> (the study's layout): an interrupted call resumes,
+      a finished one restores without training.
+    mesh: the device mesh (default: every device).
+    writer: optional JSONL metric writer for the training progress.
+
+  Returns:
+    {name: trained TrainState}, in the order of `names`.
+
+  Raises:
+    ValueError: an unknown reference name.
+    unlearn_jax.config.ConfigError: with a workdir, an invalid config or a workdir made with
+      another config.
+    train.DivergedError: a loss became non-finite (lower config.train.lr).
+  """
+  unknown = [name for name in names if name not in NAMES]
+  if unknown:
+    raise ValueError(f"unknown reference(s) {unknown}; references: {', '.join(NAMES)}")
+  if workdir is not None:
+    _prepare(config, workdir)
+  model = model if model is not None else make_model(config)
+  mesh = mesh if mesh is not None else parallel.make_mesh()
+  return {name: _train_one(sed, config, name, seed, model=model, workdir=workdir, mesh=mesh,
+                           writer=writer)[0]
+          for name in names}
