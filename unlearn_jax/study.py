@@ -379,7 +379,7 @@ def run_method(context: Context, name: str, original: train.TrainState,
   logging.info("stage: method %s/seed_%d (|forget|=%d, |retain|=%d; %s)", name, seed,
                len(data.forget["label"]), len(data.retain["label"]), context.progress())
   start = time.perf_counter()
-  state, info = methods.get(name)(original, data, context.config, rng)
+  state, info = methods.call(name, original, data, context.config, rng)
   # A method that builds its own model first (SISA's shard ensemble) reports that training
   # as `train_s`: it is a training-time cost, not part of the unlearning time.
   elapsed = time.perf_counter() - start - float(info.get("train_s", 0.0))
