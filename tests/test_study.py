@@ -221,3 +221,22 @@ def test_atypical_targets_are_hard_for_a_model_that_never_saw_them(tfds_data_dir
   assert (summary["methods"]["clean"]["margin"]["target"]
           < baseline["methods"]["clean"]["margin"]["target"])
   assert os.path.isdir(os.path.join(str(tmp_path / "atypical"), "checkpoints", "selection"))
+
+
+def test_a_method_added_later_joins_an_existing_workdir(first_run, tfds_data_dir):
+  workdir, _ = first_run
+
+  def keep(state, data, config, rng):
+    del data, config, rng
+    return state, {"steps": 0, "wall_s": 0.0}
+
+  methods.register("keep_as_is", keep, default_config={"lr": 0.1})
+  try:
+    config = tiny_config(tfds_data_dir)
+    config.methods = tuple(config.methods) + ("keep_as_is",)
+    summary = study.run(config, workdir)  # its new config section is not a conflict
+  finally:
+    methods.unregister("keep_as_is")
+  record = summary["methods"]["keep_as_is"]
+  assert record["status"] == "ok"
+  assert record["acc"] == summary["methods"]["original"]["acc"]

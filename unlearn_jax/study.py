@@ -102,8 +102,13 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   path = os.path.join(workdir, "config.json")
   resolved = json.loads(config.to_json())
   if os.path.exists(path):
-    differing = _differing_keys(utils.read_json(path), resolved)
-    differing = [k for k in differing if not k.startswith(RERUN_SAFE_FIELDS)]
+    previous = utils.read_json(path)
+    differing = _differing_keys(previous, resolved)
+    # A method added since (its `unlearn.<name>` section is new) changes no existing result.
+    new_sections = [f"unlearn.{name}" for name in resolved.get("unlearn", {})
+                    if name not in previous.get("unlearn", {})]
+    differing = [k for k in differing if not k.startswith(RERUN_SAFE_FIELDS) and not any(
+        k == section or k.startswith(section + ".") for section in new_sections)]
     if differing and not config.overwrite:
       raise config_lib.ConfigError(
           f"{workdir} holds a study made with a different config (fields: "
