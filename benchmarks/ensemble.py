@@ -23,6 +23,7 @@ _EXAMPLES = flags.DEFINE_integer("examples", 2048, "training examples per model"
 _EPOCHS = flags.DEFINE_integer("epochs", 2, "epochs per model")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "batch size")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "timed repetitions of each path")
+_HIDDEN = flags.DEFINE_integer("hidden", 0, "mlp only: width of its two hidden layers (0: default)")
 
 
 def main(argv):
@@ -30,7 +31,8 @@ def main(argv):
   rng = np.random.default_rng(0)
   data = {"image": rng.integers(0, 256, (_EXAMPLES.value, 28, 28, 1), dtype=np.uint8),
           "label": rng.integers(0, 10, _EXAMPLES.value).astype(np.int32)}
-  model = models.get(FLAGS.value, 10)
+  kwargs = {"hidden": (_HIDDEN.value,) * 2} if _HIDDEN.value else {}
+  model = models.get(FLAGS.value, 10, **kwargs)
   mesh = parallel.make_mesh()
   recipe = defaults.base_config().train
   recipe.epochs, recipe.batch_size, recipe.log_every = _EPOCHS.value, _BATCH.value, 10**9
