@@ -8,8 +8,9 @@ like a built-in method, from the same trained `original`, and reports it in the 
 Two ways to run it, from the repository root:
 
     python -m examples.my_method --workdir=/tmp/my_method                  # registers it, runs
-    python -m unlearn_jax.main --config=configs/sed_mnist.py:runlocal \\
-        --config.methods=finetune,examples.my_method:unlearn --workdir=/tmp/my_method_cli
+    python -m unlearn_jax.main \\
+        --config=configs/sed_mnist.py:runlocal,methods=finetune+examples.my_method:unlearn \\
+        --workdir=/tmp/my_method_cli
 
 Either way it appears in WORKDIR/report/summary.json as `my_method` (the module's name, since
 the function is called `unlearn`), its hyper-parameters as `config.unlearn.my_method` (from
