@@ -50,6 +50,11 @@ from unlearn_jax import config as config_lib
 from unlearn_jax import train
 from unlearn_jax.data import pipeline
 
+
+# The unlearned model is the shard ensemble (its own parameter tree and apply function), not the
+# original architecture: `methods.call` skips its same-architecture check for this method.
+RETURNS_ENSEMBLE = True
+
 Arrays = dict[str, np.ndarray]
 
 
