@@ -52,4 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.log_every = 10
     config.unlearn.finetune.epochs = 1
     config.unlearn.random_label.epochs = 1
+    config.eval.lira.num_models = 4
+    config.recon.num_rest, config.recon.hidden = 40, (100, 100)
+    config.recon.train_steps, config.recon.steps, config.recon.trial_steps = 1500, 800, 100
   return config

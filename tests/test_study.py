@@ -204,6 +204,14 @@ def test_seeds_give_cis_and_every_attack(tfds_data_dir, tmp_path):
     assert column in header, column
   report = open(os.path.join(workdir, "report", "report.md")).read()
   assert "## Membership and influence" in report and "LiRA AUC T" in report
+  # The reconstruction track: a best SSIM per target for every model, cached, and the figures.
+  for name in ("original", "retrain", "clean", "clean_alt", "finetune"):
+    assert 0.0 < summary["methods"][name]["recon_ssim"]["target"] <= 1.0, name
+    assert np.isfinite(summary["methods"][name]["recon_ssim"]["heldout"]), name
+    assert os.path.exists(os.path.join(workdir, "recon", "seed_1", f"{name}.npz")), name
+  assert summary["methods"]["clean"]["residue"]["recon_ssim"] == pytest.approx(0.0, abs=1e-12)
+  assert "recon_ssim" in header and "residue_recon_ssim" in header
+  assert os.path.exists(os.path.join(workdir, "report", "plots", "reconstructions_finetune.png"))
   # The LiRA reference models are checkpointed once per study, not per seed.
   assert os.listdir(os.path.join(workdir, "checkpoints", "lira")) == [
       "models4_heldout20_seed10000"]

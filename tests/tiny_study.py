@@ -25,4 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.lira.num_models, config.eval.lira.num_heldout = 4, 20
   config.eval.relearn.max_steps = 20
   config.eval.svc_max_train = 100
+  config.recon.num_targets, config.recon.similar_per_target, config.recon.num_rest = 2, 2, 10
+  config.recon.hidden, config.recon.train_steps = (16,), 200
+  config.recon.steps, config.recon.trial_steps = 100, 20
   return config

@@ -70,6 +70,26 @@ def base_config() -> ml_collections.ConfigDict:
   # which case the old checkpoints, data, metrics and report are deleted first.
   config.overwrite = False
 
+  # The reconstruction track (unlearn_jax/recon_track.py): the study in miniature on a small
+  # training set D_r (the first targets with their first similar samples, and some rest), MLPs
+  # trained full batch with weight decay to a near-stationary point, and KKT reconstruction from
+  # every model's parameters (Haim et al., NeurIPS 2022; Buzaglo et al., NeurIPS 2023);
+  # `recon_ssim` is each target's best SSIM among the candidates.
+  config.recon = ml_collections.ConfigDict()
+  config.recon.enabled = True
+  config.recon.num_targets = 4  # targets of D_r: the study's first ones (at most all of them).
+  config.recon.similar_per_target = 5  # similar samples per target in D_r (at most the study's).
+  config.recon.num_rest = 60  # unrelated samples in D_r (stratified from R).
+  config.recon.binary = True  # labels become the class parity (two classes, as in Haim et al.).
+  config.recon.hidden = (200, 200)  # MLP hidden widths.
+  config.recon.weight_decay = 1e-2  # full-batch GD: L2 coefficient (stationarity needs it).
+  config.recon.train_lr = 0.1  # full-batch GD step size.
+  config.recon.train_steps = 3000  # full-batch GD steps.
+  config.recon.candidates_per_image = 2.0  # candidates = this × |D_r| (Haim et al.: about 2).
+  config.recon.steps = 2000  # Adam steps of the reconstruction.
+  config.recon.trial_steps = 200  # steps of each learning-rate trial.
+  config.recon.threshold = 0.4  # best SSIM at which a target counts as recovered.
+
   # Training seeds; every reference and method is run once per seed (mean and 95% CI reported).
   config.seeds = (0,)
   # clean_alt (the seed-noise floor) uses seed + this offset.
@@ -81,10 +101,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Minimum |f(original) - f(clean)| for a target's residue ratio to be defined, per score, in
   # the score's unit (loss: nats; confidence: probability; margin: logits; correct: 0/1;
   # mia: AUC of the loss attack, a set-level score; kl_to_clean: nats; lira: the LiRA
-  # log-likelihood ratio).
+  # log-likelihood ratio; recon_ssim: SSIM).
   config.eval.min_gap = ml_collections.ConfigDict(
       {"loss": 0.05, "confidence": 0.02, "margin": 0.5, "correct": 0.5, "mia": 0.05,
-       "kl_to_clean": 0.01, "lira": 0.5})
+       "kl_to_clean": 0.01, "lira": 0.5, "recon_ssim": 0.02})
   # LiRA (Carlini et al., S&P 2022): reference models trained with the study's recipe on R plus
   # a random half of the target groups (a target with its similar samples) and of `num_heldout`
   # test samples of the targets' classes (the non-member candidates), in complementary pairs, so
@@ -183,3 +203,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
   c.require_number("eval.relearn.max_steps", config.eval.relearn.max_steps, low=0, integer=True)
   c.require_number("eval.svc_max_train", config.eval.svc_max_train, low=0, integer=True)
   c.require_number("eval.epsilon_min_seeds", config.eval.epsilon_min_seeds, low=2, integer=True)
+  r = config.recon
+  c.require(isinstance(r.enabled, bool), "recon.enabled", r.enabled, "must be True or False")
+  c.require_number("recon.num_targets", r.num_targets, low=1, integer=True)
+  c.require_number("recon.similar_per_target", r.similar_per_target, low=0, integer=True)
+  c.require_number("recon.num_rest", r.num_rest, low=2, integer=True)
+  c.require(isinstance(r.binary, bool), "recon.binary", r.binary, "must be True or False")
+  hidden = config_lib.as_tuple(r.hidden)
+  c.require(len(hidden) >= 1 and all(isinstance(h, int) and h >= 1 for h in hidden),
+            "recon.hidden", r.hidden, "must be positive layer widths, e.g. (200, 200)")
+  c.require_number("recon.weight_decay", r.weight_decay, low=0, low_open=True)
+  c.require_number("recon.train_lr", r.train_lr, low=0, low_open=True)
+  c.require_number("recon.train_steps", r.train_steps, low=1, integer=True)
+  c.require_number("recon.candidates_per_image", r.candidates_per_image, low=0, low_open=True)
+  c.require_number("recon.steps", r.steps, low=1, integer=True)
+  c.require_number("recon.trial_steps", r.trial_steps, low=1, integer=True)
+  c.require_number("recon.threshold", r.threshold, low=-1, high=1)

@@ -23,7 +23,8 @@ import numpy as np
 from absl import logging
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import defaults, ensemble, methods, models, parallel, preemption, train, utils
+from unlearn_jax import defaults, ensemble, methods, models, parallel, preemption, recon_track
+from unlearn_jax import train, utils
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
 from unlearn_jax.evaluate import evaluator, metrics, mia
@@ -34,7 +35,7 @@ from unlearn_jax.report import tables
 RERUN_SAFE_FIELDS = ("methods", "data_dir", "train.log_every", "train.checkpoint_every", "eval",
                      "overwrite")
 # What a study writes into its workdir (deleted by `overwrite=True`).
-WORKDIR_ENTRIES = ("config.json", "data", "checkpoints", "metrics.jsonl", "report")
+WORKDIR_ENTRIES = ("config.json", "data", "checkpoints", "metrics.jsonl", "report", "recon")
 
 
 @dataclasses.dataclass
@@ -49,6 +50,7 @@ class Context:
   writer: utils.MetricWriter
   models_done: int = 0  # reference and unlearned models finished (for the progress line)
   models_total: int = 0
+  recon_failures: dict = dataclasses.field(default_factory=dict)  # reconstruction-track errors
   started: float = dataclasses.field(default_factory=time.perf_counter)
 
   def progress(self) -> str:
@@ -91,6 +93,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   logging.info("stage: report")
   summary = tables.build_summary(config, records, status)
   add_across_seed_attacks(summary, per_target, config.eval.epsilon_min_seeds)
+  if context.recon_failures:
+    summary["recon_failures"] = context.recon_failures
   report = tables.write(workdir, summary, records, per_target)
   logging.info("report written to %s", os.path.join(workdir, "report"))
   print(report, flush=True)
@@ -232,6 +236,14 @@ def run_seed(context: Context, seed: int, status: dict[str, str],
   eval_config = context.config.eval
   records, rows = evaluator.evaluate_models(logits, sed, eval_config.min_gap, lira=lira,
                                             svc_max_train=eval_config.svc_max_train)
+  if context.config.recon.enabled:
+    failures: dict[str, str] = {}
+    track_records, track_rows = recon_track.run(
+        context.config, context.workdir, sed, seed,
+        methods.resolve(config_lib.as_tuple(context.config.methods)), context.mesh, failures)
+    recon_track.merge(records, rows, track_records, track_rows)
+    for name, error in failures.items():
+      context.recon_failures[f"{name}/seed_{seed}"] = error
   target_loss = metrics.forget_loss(states["original"], sed.forget, context.mesh)
   for name, record in records.items():
     record["time_s"] = times[name]

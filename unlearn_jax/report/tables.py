@@ -160,7 +160,9 @@ ATTACK_COLUMNS = (
     ("LiRA AUC T", "lira_auc.target", 2), ("LiRA TPR", "lira_tpr.target", 2),
     ("res LiRA", "residue.lira", 2), ("res KL", "residue.kl_to_clean", 2),
     ("MIA-eff", "mia_efficacy.target", 2), ("relearn steps", "relearn_steps", 0),
-    ("‖θ−θ_clean‖", "param_l2.to_clean", 1), ("ε vs retrain", "epsilon.vs_retrain", 2),
+    ("‖θ−θ_clean‖", "param_l2.to_clean", 1), ("recon SSIM T", "recon_ssim.target", 3),
+    ("recon SSIM held-out", "recon_ssim.heldout", 3), ("res recon", "residue.recon_ssim", 2),
+    ("ε vs retrain", "epsilon.vs_retrain", 2),
     ("ε vs clean", "epsilon.vs_clean", 2), ("U-LiRA vs clean", "ulira_acc.vs_clean", 2),
 )
 
