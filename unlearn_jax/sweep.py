@@ -1,0 +1,725 @@
+"""Similarity sweeps: a grid of studies in one resumable command, aggregated into one report.
+
+    python -m unlearn_jax.sweep --config=configs/sweep_similarity.py:runlocal --workdir=/tmp/sweep
+
+A sweep config holds a base study config (`config.study`) and a grid (`config.grid`, shaped like
+the study config, every leaf a tuple of values, e.g. `grid.sed.similar_per_target = (0, 5, 20)`).
+Each combination of grid values is a *point*: an ordinary study (`study.run`) in its own
+sub-workdir `WORKDIR/points/<name>`, where the name spells the point's values
+(`ratio=0.25,similar_per_target=5`), so it is readable and stays the same across reruns. Methods
+and seeds stay inside each point's study.
+
+Why each piece is there:
+* Rerunning skips complete points (report/summary.json written after the point's config.json,
+  and config.json equal to the point's config but for fields that change no result, such as
+  `data_dir`) and resumes interrupted ones: the study resumes from its own checkpoints.
+* Points whose studies would be identical share one sub-workdir: with no similar samples the
+  generator's parameters are unused, and each generator uses only its own parameters, so
+  `similar_per_target=0` is trained once for every mask ratio.
+* `parallel=N` runs N points at once, each in a spawned worker process that writes only its
+  own sub-workdir and log (`WORKDIR/logs/<name>.log`); a file lock per point keeps two sweep
+  processes (or a worker that outlives a killed parent) from running one point twice.
+  `devices_per_point=k` gives worker slot i its own k GPUs (CUDA_VISIBLE_DEVICES).
+* A failed point is recorded with its error in report/sweep.json and the others go on; the
+  aggregated report (`unlearn_jax.report.sweep_report`) covers every complete point.
+* `--distributed` (multi-host, e.g. every host of a TPU pod slice running the same command):
+  points run one after the other, each study over all hosts' devices; process 0's view of
+  which points are complete is broadcast to the others, and only it writes the reports.
+
+Layout: WORKDIR/{sweep_config.json, points/<name>/ (a study workdir each), logs/<name>.log
+(parallel workers' output), report/{sweep.json, sweep.csv, report.md, *.png}}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import itertools
+import json
+import os
+import re
+import signal
+import sys
+import time
+import traceback
+from typing import Any, Iterator
+
+import ml_collections
+from absl import logging
+
+from unlearn_jax import config as config_lib
+from unlearn_jax import defaults, methods, preemption, study, utils
+from unlearn_jax.data import sources
+from unlearn_jax.report import sweep_report
+
+POINTS_DIR = "points"
+LOGS_DIR = "logs"
+# Which SED parameters each generator reads; the others do not change the data.
+GENERATOR_FIELDS = {"block_mask": ("block", "ratio"), "duplicate": (),
+                    "gaussian_noise": ("sigma",)}
+SED_GENERATION_FIELDS = ("generator", "block", "ratio", "sigma")
+# Study fields that change no result (where data is read from, how often to log and save): a
+# point whose config.json differs only in these is still complete.
+NO_RESULT_FIELDS = ("data_dir", "overwrite", "train.log_every", "train.checkpoint_every")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The base sweep config: every field, documented; sweep configs change values."""
+  config = ml_collections.ConfigDict()
+  # The study every point starts from (a full study config, see unlearn_jax/defaults.py).
+  config.study = defaults.base_config()
+  # Grid: the study's fields to vary, nested like the study config; every leaf is a tuple of
+  # values, e.g. grid.sed.similar_per_target = (0, 5, 20). The points are all combinations.
+  config.grid = ml_collections.ConfigDict()
+  # Points run at once, each in its own spawned worker process; 1 runs them in this process.
+  config.parallel = 1
+  # With parallel > 1 on GPUs: accelerators per worker slot (slot i gets GPUs i*k .. i*k+k-1 of
+  # CUDA_VISIBLE_DEVICES); 0 lets every worker see every device (memory is then allocated on
+  # demand rather than preallocated, so the workers can share it).
+  config.devices_per_point = 0
+  # Rerun complete points whose study recorded a failed or diverged method.
+  config.retry_failed_methods = False
+  # Aggregated report: residue scores to tabulate and plot against the grid axes (`margin`,
+  # `lira`, `mia`, `recon_ssim`, `loss`, `confidence`, `kl_to_clean`; those absent from the
+  # studies' results are skipped).
+  config.report = ml_collections.ConfigDict(
+      {"scores": ("margin", "lira", "mia", "recon_ssim")})
+  return config
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  """One grid point.
+
+  Attributes:
+    name: sub-workdir name derived from the point's (canonical) grid values.
+    values: {dotted grid path: value} as requested by the grid.
+    config: the point's study config (canonical: unused SED fields at their defaults).
+    workdir: the study's workdir.
+  """
+  name: str
+  values: dict[str, Any]
+  config: ml_collections.ConfigDict
+  workdir: str
+
+
+# ----------------------------------------------------------------------------------------------
+# Grid expansion.
+
+
+def grid_axes(grid: ml_collections.ConfigDict, prefix: str = "") -> list[tuple[str, tuple]]:
+  """[(dotted path, values)] of every leaf of the grid, in sorted path order."""
+  axes = []
+  for key in grid.keys():  # ConfigDict.keys() is sorted: the order (and names) are stable
+    value, path = grid[key], f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      axes.extend(grid_axes(value, path + "."))
+    else:
+      values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+      axes.append((path, values))
+  return axes
+
+
+def _get(config: ml_collections.ConfigDict, path: str) -> Any:
+  node = config
+  for key in path.split("."):
+    node = node[key]
+  return node
+
+
+def _set(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
+  *parents, leaf = path.split(".")
+  node = config
+  for key in parents:
+    node = node[key]
+  try:
+    node[leaf] = value
+  except (TypeError, ValueError) as error:
+    raise config_lib.ConfigError(
+        f"config.grid.{path}: value {value!r} does not fit config.study.{path} "
+        f"({_get(config, path)!r}): {error}") from None
+
+
+def canonical_study(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of a study config with the SED fields that do not change its data at their defaults.
+
+  With `similar_per_target=0` no generator runs; otherwise a generator reads only its own
+  parameters (GENERATOR_FIELDS). Such points give identical studies, so they share one run.
+  Fields bounded by the point's |S(t)| (`recon.similar_per_target`) are capped by it.
+  """
+  config = copy.deepcopy(config)
+  if "recon" in config and config.recon.similar_per_target > config.sed.similar_per_target:
+    # The reconstruction track's D_r takes its similar samples from the point's S(t): it can
+    # hold no more than the point has (e.g. none at similar_per_target=0).
+    config.recon.similar_per_target = config.sed.similar_per_target
+  sed, default = config.sed, defaults.base_config().sed
+  if sed.similar_per_target == 0:
+    unused = SED_GENERATION_FIELDS
+  elif sed.generator in GENERATOR_FIELDS:
+    unused = [f for f in SED_GENERATION_FIELDS[1:] if f not in GENERATOR_FIELDS[sed.generator]]
+  else:
+    unused = ()  # an unknown generator: validation names it
+  for field in unused:
+    sed[field] = default[field]
+  return config
+
+
+format_value = sweep_report.format_value
+
+
+def point_name(values: dict[str, Any]) -> str:
+  """`ratio=0.25,similar_per_target=5`: leaf names (dotted paths where leaves clash)."""
+  if not values:
+    return "base"
+  leaves = [path.rsplit(".", 1)[-1] for path in values]
+  parts = []
+  for (path, value), leaf in zip(values.items(), leaves):
+    label = leaf if leaves.count(leaf) == 1 else path
+    parts.append(f"{label}={re.sub(r'[^A-Za-z0-9_.+-]', '_', format_value(value))}")
+  return ",".join(parts)
+
+
+def expand(config: ml_collections.ConfigDict, workdir: str) -> list[Point]:
+  """Every grid point of a sweep config, in grid order (the last axis varies fastest).
+
+  Raises:
+    config_lib.ConfigError: a grid path that the study config lacks, an empty axis, or a value
+      of the wrong type.
+  """
+  axes = grid_axes(config.grid)
+  for path, values in axes:
+    try:
+      field = _get(config.study, path)
+    except (KeyError, AttributeError):
+      raise config_lib.ConfigError(
+          f"config.grid.{path}: config.study has no field {path}") from None
+    config_lib.require(not isinstance(field, ml_collections.ConfigDict), f"grid.{path}",
+                       values, "must name a single study field, not a section")
+    config_lib.require(len(values) >= 1 and len(set(map(format_value, values))) == len(values),
+                       f"grid.{path}", values, "must be a non-empty tuple of distinct values")
+  points, configs_by_name = [], {}
+  for combination in itertools.product(*(values for _, values in axes)):
+    point_config = copy.deepcopy(config.study)
+    for (path, _), value in zip(axes, combination):
+      _set(point_config, path, value)
+    values = {path: _get(point_config, path) for path, _ in axes}  # typed as the study field
+    canonical = canonical_study(point_config)
+    name = point_name({path: _get(canonical, path) for path, _ in axes})
+    resolved = canonical.to_json()
+    if configs_by_name.setdefault(name, resolved) != resolved:
+      raise config_lib.ConfigError(f"config.grid: two different points are both named {name!r}")
+    points.append(Point(name, values, canonical, os.path.join(workdir, POINTS_DIR, name)))
+  return points
+
+
+def validate(config: ml_collections.ConfigDict) -> list[Point]:
+  """Checks the sweep fields and every point's study before anything runs.
+
+  Returns:
+    The points (see `expand`), placed under `workdir=''` (callers re-expand with theirs).
+
+  Raises:
+    config_lib.ConfigError: the first problem, naming the field (and the point).
+  """
+  config_lib.check_keys(config, base_config(), free=("config.study", "config.grid"))
+  config_lib.require_number("parallel", config.parallel, low=1, integer=True)
+  config_lib.require_number("devices_per_point", config.devices_per_point, low=0, integer=True)
+  config_lib.require(isinstance(config.retry_failed_methods, bool), "retry_failed_methods",
+                     config.retry_failed_methods, "must be True or False")
+  scores = config_lib.as_tuple(config.report.scores)
+  config_lib.require(len(scores) >= 1, "report.scores", config.report.scores,
+                     "must name at least one residue score")
+  points = expand(config, "")
+  for point in points:
+    try:
+      defaults.validate(point.config)
+    except config_lib.ConfigError as error:
+      raise config_lib.ConfigError(f"point {point.name}: {error}") from None
+  if config.parallel > 1:  # spawned workers start from a fresh interpreter
+    in_process = sorted({p.config.dataset for p in points} & set(sources.registered())) + [
+        name for name in config_lib.as_tuple(config.study.methods)
+        if name != "all" and ":" not in name and name not in methods.builtin_names()]
+    config_lib.require(not in_process, "parallel", config.parallel,
+                       f"worker processes do not see what was registered in this process "
+                       f"({', '.join(in_process)}); use parallel=1, or name methods by import "
+                       "path (package.module:function)")
+  return points
+
+
+def check_datasets_prepared(points: list[Point]) -> None:
+  """Fails before anything runs when a tfds dataset of the sweep is not prepared.
+
+  Every point on that dataset would fail the same way, one study start after another.
+
+  Raises:
+    sources.DatasetNotPreparedError: naming the dataset, the data dir and how to prepare it.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  for name, data_dir in sorted({(p.config.dataset, p.config.data_dir) for p in points}):
+    if name in sources.EMBEDDED or name in sources.registered():
+      continue  # embedded builders prepare themselves; registered arrays live in memory
+    directory = os.path.expanduser(data_dir) if data_dir else sources.default_data_dir()
+    if not tfds.builder(name, data_dir=directory).is_prepared():
+      raise sources.DatasetNotPreparedError(
+          f"dataset={name!r} is not prepared in data_dir={directory!r}, so no point of the "
+          f"sweep can run. Prepare it once (needs network access and TensorFlow): `tfds build "
+          f"{name} --data_dir={directory} --file_format=array_record`, or point "
+          "--config.study.data_dir at a data dir that has it.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Running.
+
+
+def is_complete(point: Point, retry_failed_methods: bool = False) -> bool:
+  """True when the point's report was written by a study with exactly the point's config.
+
+  The study rewrites config.json when it starts and summary.json when it ends, so a summary
+  older than config.json belongs to a run that was interrupted (or made with another config).
+  """
+  config_path = os.path.join(point.workdir, "config.json")
+  summary_path = os.path.join(point.workdir, "report", "summary.json")
+  try:
+    if os.stat(summary_path).st_mtime_ns < os.stat(config_path).st_mtime_ns:
+      return False
+    saved, summary = utils.read_json(config_path), utils.read_json(summary_path)
+  except (OSError, ValueError):
+    return False
+  if _without(saved, NO_RESULT_FIELDS) != _without(json.loads(point.config.to_json()),
+                                                   NO_RESULT_FIELDS):
+    return False
+  return not retry_failed_methods or all(
+      text == "ok" for text in summary.get("status", {}).values())
+
+
+def _without(tree: dict, paths: tuple[str, ...]) -> dict:
+  """A copy of a JSON tree without the dotted `paths`."""
+  tree = copy.deepcopy(tree)
+  for path in paths:
+    *parents, leaf = path.split(".")
+    node = tree
+    for key in parents:
+      node = node.get(key, {})
+    node.pop(leaf, None)
+  return tree
+
+
+def method_errors(workdir: str) -> dict[str, str]:
+  """{'method/seed_k': reason} for every method run of a complete point that did not finish."""
+  summary = utils.read_json(os.path.join(workdir, "report", "summary.json"))
+  return {key: text for key, text in summary.get("status", {}).items() if text != "ok"}
+
+
+@contextlib.contextmanager
+def point_lock(path: str, name: str) -> Iterator[None]:
+  """An exclusive flock on `path` while a point runs; waits (saying so) if another holds it."""
+  try:
+    import fcntl  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    yield
+    return
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "a") as lock_file:
+    try:
+      fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      logging.warning("point %s is being run by another process; waiting for it", name)
+      fcntl.flock(lock_file, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def run_point(point: Point, sweep_workdir: str, retry_failed_methods: bool = False,
+              use_lock: bool = True) -> dict[str, Any]:
+  """Runs (or resumes) one point's study in this process; returns its result record.
+
+  Returns:
+    {'status': 'ok' | 'failed', 'ran': bool, 'error': text (failed only),
+     'method_errors': {...}}. `preemption.Preempted` and KeyboardInterrupt propagate.
+  """
+  lock = point_lock(os.path.join(sweep_workdir, LOGS_DIR, f"{point.name}.lock"), point.name)
+  with lock if use_lock else contextlib.nullcontext():
+    if is_complete(point, retry_failed_methods):  # finished by another process meanwhile
+      return {"status": "ok", "ran": False, "method_errors": method_errors(point.workdir)}
+    try:
+      summary = study.run(point.config, point.workdir)
+    except Exception as error:  # pylint: disable=broad-except
+      # A failed point must not cost the others their results.
+      logging.error("point %s failed:\n%s", point.name, traceback.format_exc())
+      return {"status": "failed", "ran": True, "error": f"{type(error).__name__}: {error}"}
+  errors = {key: text for key, text in summary["status"].items() if text != "ok"}
+  return {"status": "ok", "ran": True, "method_errors": errors}
+
+
+def _worker(point: Point, sweep_workdir: str, retry_failed_methods: bool, env: dict[str, str],
+            log_path: str, parent_pid: int, connection) -> None:
+  """Entry of a spawned worker process: runs one point with its output in its own log file."""
+  _exit_with_parent(parent_pid)
+  os.environ.update(env)  # before JAX initialises a backend (it does so lazily)
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+  os.dup2(descriptor, 1)
+  os.dup2(descriptor, 2)
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.mark_as_parsed()  # absl's log format and INFO level without parsing argv
+  logging.use_absl_handler()
+  logging.set_verbosity(logging.INFO)
+  try:
+    result = run_point(point, sweep_workdir, retry_failed_methods)
+  except preemption.Preempted as error:
+    result = {"status": "interrupted", "ran": True, "error": str(error)}
+  connection.send(result)
+  connection.close()
+  sys.stdout.flush()
+  sys.stderr.flush()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+  """Asks Linux to send this worker SIGTERM (checkpoint and exit) when the sweep process dies."""
+  try:
+    import ctypes  # pylint: disable=g-import-not-at-top
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    pass  # not Linux: a killed sweep leaves its workers running to the end of their point
+  if os.getppid() != parent_pid:  # the parent died before prctl took effect
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def slot_env(slot: int, devices_per_point: int, parallel: int) -> dict[str, str]:
+  """Environment of worker slot `slot`: its own GPUs, or on-demand memory on shared devices."""
+  if parallel == 1:
+    return {}
+  if devices_per_point == 0:
+    return {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+  visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+  ids = visible.split(",") if visible else [str(i) for i in range(parallel * devices_per_point)]
+  mine = ids[slot * devices_per_point:(slot + 1) * devices_per_point]
+  if len(mine) < devices_per_point:
+    raise config_lib.ConfigError(
+        f"config.parallel={parallel} × devices_per_point={devices_per_point} needs "
+        f"{parallel * devices_per_point} GPUs; CUDA_VISIBLE_DEVICES lists {len(ids)}")
+  return {"CUDA_VISIBLE_DEVICES": ",".join(mine)}
+
+
+class Progress:
+  """Sweep-level progress: points done / total and an ETA from the points run so far."""
+
+  def __init__(self, total: int, done: int, parallel: int):
+    self.total, self.done, self.failed, self.parallel = total, done, 0, parallel
+    self.started = time.perf_counter()
+    self.durations: list[float] = []
+
+  def finished(self, seconds: float, status: str) -> str:
+    """Counts a point that ended with `status`; returns the sweep's progress line."""
+    self.done += status == "ok"
+    self.failed += status == "failed"
+    self.durations.append(seconds)
+    remaining = self.total - self.done - self.failed
+    eta = (sum(self.durations) / len(self.durations) * -(-remaining // self.parallel)
+           if remaining else 0.0)
+    return (f"{self.done}/{self.total} points done, {self.failed} failed, "
+            f"elapsed {utils.format_seconds(time.perf_counter() - self.started)}, "
+            f"sweep ETA {utils.format_seconds(eta)}")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs (or resumes) every point of the sweep and writes the aggregated report.
+
+  Args:
+    config: a sweep config (see `base_config`).
+    workdir: the sweep's directory (created if needed).
+
+  Returns:
+    The sweep record, also written to WORKDIR/report/sweep.json: grid, points with their status
+    ('ok', 'failed', 'interrupted' or 'pending'), error text and method errors.
+
+  Raises:
+    config_lib.ConfigError: an invalid sweep config or point, before anything runs.
+    preemption.Preempted: after SIGTERM, once the running points are checkpointed.
+  """
+  utils.quiet_library_logs()
+  validate(config)
+  workdir = os.path.abspath(workdir)
+  points = expand(config, workdir)
+  check_datasets_prepared(points)
+  parallel = int(config.parallel)
+  multihost = parallel == 1 and _process_count() > 1
+  main_process = not multihost or utils.is_main_process()
+  jobs = list({point.workdir: point for point in points}.values())  # shared studies run once
+  complete = _agree([is_complete(job, config.retry_failed_methods) for job in jobs], multihost)
+  results: dict[str, dict] = {job.workdir: {"status": "ok", "ran": False,
+                                            "method_errors": method_errors(job.workdir)}
+                              for job, done in zip(jobs, complete) if done}
+  pending = [job for job, done in zip(jobs, complete) if not done]
+  logging.info("sweep: %d points (%d studies): %d complete, %d to run (parallel=%d) in %s",
+               len(points), len(jobs), len(jobs) - len(pending), len(pending), parallel, workdir)
+  if main_process:
+    utils.write_json(os.path.join(workdir, "sweep_config.json"), json.loads(config.to_json()))
+  progress = Progress(len(jobs), len(jobs) - len(pending), parallel)
+  record = lambda: _record(config, workdir, points, results, progress)
+
+  def write() -> None:  # after every point, so an interrupted sweep leaves its record
+    if main_process:
+      utils.write_json(os.path.join(workdir, "report", "sweep.json"), record())
+
+  preemption.install()
+  try:
+    if parallel == 1:
+      _run_in_process(pending, workdir, config, results, progress, write, not multihost)
+    else:
+      _run_in_workers(pending, workdir, config, results, progress, write)
+  finally:
+    write()
+  final = record()
+  if main_process:
+    sweep_report.write(workdir, final, config_lib.as_tuple(config.report.scores))
+    logging.info("sweep report written to %s", os.path.join(workdir, "report"))
+  return final
+
+
+def _process_count() -> int:
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_count()
+
+
+def _agree(values: list[bool], multihost: bool) -> list[bool]:
+  """Process 0's decisions on every process (hosts may not all see the same files)."""
+  if not multihost:
+    return values
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  agreed = multihost_utils.broadcast_one_to_all(np.asarray(values, np.int32))
+  return [bool(v) for v in np.asarray(agreed)]
+
+
+def _start_line(point: Point, index: int, total: int, log: str | None = None) -> None:
+  where = f" (log: {log})" if log else ""
+  logging.info("sweep: point %d/%d %s started%s", index, total, point.name, where)
+
+
+def _finish_line(point: Point, result: dict, seconds: float, progress: Progress) -> None:
+  ok = result["status"] == "ok"
+  text = "ok" if ok else f"{result['status']}: {result.get('error', '')}"
+  logging.log(logging.INFO if ok else logging.ERROR, "sweep: point %s %s in %s; %s",
+              point.name, text, utils.format_seconds(seconds),
+              progress.finished(seconds, result["status"]))
+
+
+def _run_in_process(pending, workdir, config, results, progress, write, use_lock) -> None:
+  """parallel=1: the points one after the other in this process (also every host of a pod)."""
+  for point in pending:
+    if preemption.requested():
+      raise preemption.Preempted("SIGTERM received between points")
+    _start_line(point, progress.done + progress.failed + 1, progress.total)
+    start = time.perf_counter()
+    try:
+      result = run_point(point, workdir, config.retry_failed_methods, use_lock)
+    except BaseException:  # Preempted, KeyboardInterrupt: record, then stop
+      results[point.workdir] = {"status": "interrupted", "ran": True}
+      raise
+    result["time_s"] = time.perf_counter() - start
+    results[point.workdir] = result
+    _finish_line(point, result, result["time_s"], progress)
+    write()
+
+
+def _run_in_workers(pending, workdir, config, results, progress, write) -> None:
+  """parallel=N: each point in a spawned worker process, at most N at once."""
+  import multiprocessing  # pylint: disable=g-import-not-at-top
+  from multiprocessing import connection as mp_connection  # pylint: disable=g-import-not-at-top
+  context = multiprocessing.get_context("spawn")
+  parallel = int(config.parallel)
+  envs = [slot_env(slot, config.devices_per_point, parallel) for slot in range(parallel)]
+  queue, running = list(pending), {}  # running: sentinel -> (point, process, pipe, slot, start)
+  free_slots = list(range(parallel))
+  try:
+    while queue or running:
+      while queue and free_slots and not preemption.requested():
+        point, slot = queue.pop(0), free_slots.pop(0)
+        log = os.path.join(workdir, LOGS_DIR, f"{point.name}.log")
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_worker, name=f"sweep:{point.name}",
+            args=(point, workdir, config.retry_failed_methods, envs[slot], log, os.getpid(),
+                  sender))
+        process.start()
+        sender.close()
+        _start_line(point, progress.done + progress.failed + len(running) + 1, progress.total,
+                    log)
+        running[process.sentinel] = (point, process, receiver, slot, time.perf_counter())
+      if preemption.requested():
+        queue.clear()
+        for _, process, *_ in running.values():
+          if process.is_alive():
+            os.kill(process.pid, signal.SIGTERM)
+      for sentinel in mp_connection.wait(list(running), timeout=1.0):
+        point, process, receiver, slot, start = running.pop(sentinel)
+        process.join()
+        if receiver.poll():
+          result = receiver.recv()
+        else:  # killed (out of memory, a signal) before it could report
+          result = {"status": "interrupted" if preemption.requested() else "failed",
+                    "ran": True,
+                    "error": f"worker process exited with code {process.exitcode} without a "
+                             f"result (see {os.path.join(workdir, LOGS_DIR, point.name)}.log)"}
+        receiver.close()
+        free_slots.append(slot)
+        result["time_s"] = time.perf_counter() - start
+        results[point.workdir] = result
+        _finish_line(point, result, result["time_s"], progress)
+        write()
+  except BaseException:
+    # KeyboardInterrupt or an error here: let every worker checkpoint its point and exit.
+    for point, process, *_ in running.values():
+      if process.is_alive():
+        os.kill(process.pid, signal.SIGTERM)
+      process.join()
+      results[point.workdir] = {"status": "interrupted", "ran": True}
+    raise
+  if preemption.requested():
+    raise preemption.Preempted("SIGTERM: the running points were checkpointed")
+
+
+def _record(config, workdir, points, results, progress) -> dict[str, Any]:
+  """The sweep.json content."""
+  entries = []
+  for point in points:
+    result = results.get(point.workdir, {"status": "pending"})
+    entries.append({"name": point.name,
+                    "values": {path: utils.to_jsonable(v) for path, v in point.values.items()},
+                    "workdir": os.path.relpath(point.workdir, workdir), **result})
+  statuses = [entry["status"] for entry in entries]
+  return {
+      "grid": {path: list(utils.to_jsonable(values)) for path, values in grid_axes(config.grid)},
+      "dataset": config.study.dataset, "model": config.study.model,
+      "methods": list(config_lib.as_tuple(config.study.methods)),
+      "seeds": [int(s) for s in config_lib.as_tuple(config.study.seeds)],
+      "parallel": int(config.parallel),
+      "num_points": len(points), "num_studies": len({p.workdir for p in points}),
+      "complete": statuses.count("ok"), "failed": statuses.count("failed"),
+      "time_s": time.perf_counter() - progress.started,
+      "points": entries,
+  }
+
+
+def exit_message(record: dict[str, Any]) -> str | None:
+  """The error line for a sweep with failed points or failed methods; None when all is well."""
+  failed = list(dict.fromkeys(p["name"] for p in record["points"] if p["status"] != "ok"))
+  method_runs = sorted({f"{p['name']}: {key}" for p in record["points"]
+                        for key in p.get("method_errors") or {}})
+  parts = []
+  if failed:
+    parts.append(f"{len(failed)} point(s) did not finish ({', '.join(failed)}; rerun to "
+                 "resume them)")
+  if method_runs:
+    parts.append(f"{len(method_runs)} method run(s) did not finish ({'; '.join(method_runs)}; "
+                 "rerun with --config.retry_failed_methods=True to retry them)")
+  return "error: " + "; ".join(parts) + "; see report/sweep.json" if parts else None
+
+
+# ----------------------------------------------------------------------------------------------
+# The binary.
+
+
+def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of a config file, as `--config=path:arg` gives it (`api.load_config`).
+
+  Relative paths are tried from the working directory, then from the repository root (the
+  parent of configs/), so a sweep config can name `configs/sed_mnist.py` from anywhere.
+
+  Raises:
+    config_lib.ConfigError: the file exists in neither place.
+  """
+  from unlearn_jax import api  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  candidates = [path, os.path.join(root, path)]
+  found = next((p for p in candidates if os.path.isfile(p)), None)
+  if found is None:
+    raise config_lib.ConfigError(f"config file {path!r} not found (tried {candidates})")
+  return api.load_config(f"{found}:{arg}" if arg else found)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with one-line errors for bad config overrides and variants."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    message = lines[-1] if any(l.startswith("Traceback") for l in lines) else " ".join(lines)
+    sys.exit(f"error: {message}\nPass --helpshort or --helpfull to see help on flags.")
+  except (KeyError, AttributeError, TypeError, ValueError) as error:
+    sys.exit(f"error: {_unknown_override(argv) or error}")
+
+
+def _unknown_override(argv: list[str]) -> str | None:
+  """Says which `--config.a.b=...` names no field, and what can be overridden there."""
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    path = arg[len("--config."):].split("=", 1)[0]
+    if path.startswith("grid."):
+      return (f"config.{path}: not an axis of this sweep's grid; the command line can change "
+              "the values of existing axes only. Add axes with the config's variants (e.g. "
+              "`configs/sweep_similarity.py:block=2+4`) or in the config file.")
+    node, where = base_config(), "config"
+    for key in path.split("."):
+      if where in ("config.study.model_kwargs",):
+        break  # free-form: the model checks its own fields
+      if not hasattr(node, "keys") or key not in node:
+        valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none"
+        return f"{where}.{key}: unknown field; valid fields of {where}: {valid}"
+      node, where = node[key], f"{where}.{key}"
+  return None
+
+
+def cli() -> None:
+  """The binary: `python -m unlearn_jax.sweep --config=... --workdir=...`.
+
+  Exits 0 when every point and method finished, 143 after SIGTERM (rerun to resume), and with
+  a one-line error otherwise (bad config, unprepared dataset, failed points or methods).
+  """
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from unlearn_jax.data import sources  # pylint: disable=g-import-not-at-top
+  config_flag = config_flags.DEFINE_config_file(
+      "config", None, "Sweep config file, e.g. configs/sweep_similarity.py:runlocal.",
+      lock_config=True)
+  workdir_flag = flags.DEFINE_string(
+      "workdir", None, "Sweep directory: points/<name> (one study each), logs/, report/.")
+  distributed_flag = flags.DEFINE_bool(
+      "distributed", False, "Call jax.distributed.initialize() first (multi-host: every host "
+      "of a TPU pod slice runs the same command; needs parallel=1).")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+  def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if distributed_flag.value:
+      if config_flag.value.parallel != 1:
+        sys.exit("error: --distributed runs every point over all hosts; it needs "
+                 f"config.parallel=1, not {config_flag.value.parallel}")
+      import jax  # pylint: disable=g-import-not-at-top
+      jax.distributed.initialize()  # TPU VMs and SLURM find the coordinator themselves
+    try:
+      record = run(config_flag.value, workdir_flag.value)
+    except (config_lib.ConfigError, sources.DatasetNotPreparedError) as error:
+      sys.exit(f"error: {error}")
+    except preemption.Preempted as error:
+      logging.warning("%s; rerun the same command to resume the sweep", error)
+      sys.exit(preemption.EXIT_CODE)
+    message = exit_message(record)
+    if message:
+      sys.exit(message)
+
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  # Through the package module, so worker processes find `unlearn_jax.sweep._worker`.
+  from unlearn_jax import sweep as _sweep  # pylint: disable=g-import-not-at-top,import-self
+  _sweep.cli()
