@@ -108,9 +108,11 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   if os.path.exists(path):
     previous = utils.read_json(path)
     differing = _differing_keys(previous, resolved)
-    # A method added since (its `unlearn.<name>` section is new) changes no existing result.
+    # A method added since (its `unlearn.<name>` section is new), or a config section the
+    # workdir's version did not have yet, changes no existing result.
     new_sections = [f"unlearn.{name}" for name in resolved.get("unlearn", {})
                     if name not in previous.get("unlearn", {})]
+    new_sections += [name for name in resolved if name not in previous]
     differing = [k for k in differing if not k.startswith(RERUN_SAFE_FIELDS) and not any(
         k == section or k.startswith(section + ".") for section in new_sections)]
     if differing and not config.overwrite:
