@@ -32,7 +32,7 @@ from unlearn_jax import defaults
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The study config; `arg` selects a variant (see the module docstring)."""
-  arg = config_lib.parse_arg(arg, runlocal=False, seeds=1, methods=(), similar=-1, ratio=-1.0)
+  arg = config_lib.parse_arg(arg, **config_lib.STUDY_VARIANTS)
   config = defaults.base_config()
   config.dataset = "cifar10"
   config.model = "resnet18"
@@ -47,19 +47,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.weight_decay = 5e-4
   config.train.schedule = "cosine"
   config.train.checkpoint_every = 1000  # steps (~2.5 epochs)
-  config.seeds = tuple(range(arg.seeds))
-  if arg.methods:
-    config.methods = arg.methods
-  if arg.similar >= 0:
-    config.sed.similar_per_target = arg.similar
-  if arg.ratio >= 0:
-    config.sed.ratio = arg.ratio
+  config_lib.apply_study_variants(config, arg, runlocal_sizes=(1000, 500), runlocal_epochs=2)
   if arg.runlocal:
-    config.train_size, config.test_size = 1000, 500
     config.model_kwargs.width = 16
-    config.train.epochs = 2
-    config.train.log_every = 10
     config.eval.lira.num_models = 2
-    config.unlearn.finetune.epochs = 1
-    config.unlearn.random_label.epochs = 1
   return config

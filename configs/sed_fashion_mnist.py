@@ -28,24 +28,12 @@ from unlearn_jax import defaults
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The study config; `arg` selects a variant (see the module docstring)."""
-  arg = config_lib.parse_arg(arg, runlocal=False, seeds=1, methods=(), similar=-1, ratio=-1.0)
+  arg = config_lib.parse_arg(arg, **config_lib.STUDY_VARIANTS)
   config = defaults.base_config()
   config.dataset = "fashion_mnist"
   config.model = "cnn"
   config.train_size = 0  # all 60,000 training images
   config.test_size = 0  # all 10,000 test images
   config.train.epochs = 15  # 7,035 steps of 128: clothing is harder to fit than digits
-  config.seeds = tuple(range(arg.seeds))
-  if arg.methods:
-    config.methods = arg.methods
-  if arg.similar >= 0:
-    config.sed.similar_per_target = arg.similar
-  if arg.ratio >= 0:
-    config.sed.ratio = arg.ratio
-  if arg.runlocal:
-    config.train_size, config.test_size = 2000, 500
-    config.train.epochs = 3
-    config.train.log_every = 10
-    config.unlearn.finetune.epochs = 1
-    config.unlearn.random_label.epochs = 1
+  config_lib.apply_study_variants(config, arg, runlocal_sizes=(2000, 500), runlocal_epochs=3)
   return config

@@ -29,30 +29,14 @@ from unlearn_jax import defaults, models
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The study config; `arg` selects a variant (see the module docstring)."""
-  arg = config_lib.parse_arg(arg, runlocal=False, seeds=1, methods=(), similar=-1,
-                             ratio=-1.0, dataset="", model="")
+  arg = config_lib.parse_arg(arg, **config_lib.STUDY_VARIANTS, dataset="", model="")
   config = defaults.base_config()
-  config.seeds = tuple(range(arg.seeds))
-  if arg.methods:
-    config.methods = arg.methods
-  if arg.similar >= 0:
-    config.sed.similar_per_target = arg.similar
-  if arg.ratio >= 0:
-    config.sed.ratio = arg.ratio
+  # 1,000 of the 4,000 training images (stratified), 500 test images, 3 epochs under :runlocal.
+  config_lib.apply_study_variants(config, arg, runlocal_sizes=(1000, 500), runlocal_epochs=3)
   if arg.dataset:
     config.dataset = arg.dataset
   if arg.model:
     config.model = arg.model
     # The model's own fields with their defaults, so `--config.model_kwargs.<field>=...` works.
     config.model_kwargs = ml_collections.ConfigDict(models.default_kwargs(config.model))
-  if arg.runlocal:
-    config.train_size = 1000  # stratified subset of the 4,000 training images
-    config.test_size = 500
-    config.train.epochs = 3
-    config.train.log_every = 10
-    config.unlearn.finetune.epochs = 1
-    config.unlearn.random_label.epochs = 1
-    config.eval.lira.num_models = 4
-    config.recon.num_rest, config.recon.hidden = 40, (100, 100)
-    config.recon.train_steps, config.recon.steps, config.recon.trial_steps = 1500, 800, 100
   return config

@@ -143,3 +143,37 @@ def validate_names(field: str, names: Iterable[str], available: Callable[[], Ite
   known = tuple(available())
   for name in names:
     require(name in known, field, name, f"unknown name; available: {', '.join(known)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Variants shared by the study configs in configs/ (config files are loaded by path, so their
+# shared pieces live here).
+
+STUDY_VARIANTS = dict(runlocal=False, seeds=1, methods=(), similar=-1, ratio=-1.0)
+
+
+def apply_study_variants(config: ml_collections.ConfigDict, arg: ml_collections.ConfigDict,
+                         *, runlocal_sizes: tuple[int, int], runlocal_epochs: int) -> None:
+  """Applies the variants every study config accepts (see configs/sed_mnist.py), in place.
+
+  `seeds=N` (seeds 0..N-1), `methods=a+b`, `similar=K` (|S(t)|), `ratio=R` (block-mask ratio)
+  and `runlocal` (a stratified subset of `runlocal_sizes` = (train, test) images, `runlocal_epochs`
+  epochs, one-epoch finetune and random_label, progress every 10 steps, 4 LiRA reference models
+  and a smaller, shorter reconstruction track).
+  """
+  config.seeds = tuple(range(arg.seeds))
+  if arg.methods:
+    config.methods = arg.methods
+  if arg.similar >= 0:
+    config.sed.similar_per_target = arg.similar
+  if arg.ratio >= 0:
+    config.sed.ratio = arg.ratio
+  if arg.runlocal:
+    config.train_size, config.test_size = runlocal_sizes
+    config.train.epochs = runlocal_epochs
+    config.train.log_every = 10
+    config.unlearn.finetune.epochs = 1
+    config.unlearn.random_label.epochs = 1
+    config.eval.lira.num_models = 4
+    config.recon.num_rest, config.recon.hidden = 40, (100, 100)
+    config.recon.train_steps, config.recon.steps, config.recon.trial_steps = 1500, 800, 100

@@ -76,7 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
   # every model's parameters (Haim et al., NeurIPS 2022; Buzaglo et al., NeurIPS 2023);
   # `recon_ssim` is each target's best SSIM among the candidates.
   config.recon = ml_collections.ConfigDict()
-  config.recon.enabled = True
+  config.recon.enabled = True  # False skips the track (recon_ssim then absent from the report).
   config.recon.num_targets = 4  # targets of D_r: the study's first ones (at most all of them).
   config.recon.similar_per_target = 5  # similar samples per target in D_r (at most the study's).
   config.recon.num_rest = 60  # unrelated samples in D_r (stratified from R).
