@@ -463,6 +463,7 @@ def toy_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every = config.train.log_every = 1000
   config.methods = ("finetune", "shrink")
   config.unlearn.finetune.epochs = 1
+  config.recon.enabled = False  # 8×8 images: smaller than the 11×11 SSIM window
   if "lira" in config.eval:  # cheap evaluation extras
     config.eval.lira.num_models = 0
   if "relearn" in config.eval:
@@ -477,13 +478,15 @@ def toy_study(tmp_path_factory):
   sources.register("toy", *toy_arrays(), num_classes=3)
   models.register("tiny_net", make_tiny)
   methods.register("shrink", _shrink, default_config={"factor": 0.5})
-  workdir = str(tmp_path_factory.mktemp("toy_study"))
-  config = toy_config()
-  summary = study.run(config, workdir)
-  yield workdir, config, summary
-  methods.unregister("shrink")
-  models.unregister("tiny_net")
-  sources.unregister("toy")
+  try:
+    workdir = str(tmp_path_factory.mktemp("toy_study"))
+    config = toy_config()
+    summary = study.run(config, workdir)
+    yield workdir, config, summary
+  finally:  # registrations are per process: never leak them into other test modules
+    methods.unregister("shrink")
+    models.unregister("tiny_net")
+    sources.unregister("toy")
 
 
 def test_user_dataset_model_and_method_run_in_a_study(toy_study):

@@ -145,13 +145,13 @@ def test_all_methods_run_in_one_study(tfds_data_dir, tmp_path):
   config.methods = ("all",)
   config.unlearn.sisa.num_shards = 2  # 300 images: keep every shard's slices non-trivial
   summary = study.run(config, str(tmp_path / "study_all"))
-  for name in methods.available():
+  for name in methods.builtin_names():
     assert summary["methods"][name]["status"] == "ok", (name, summary["methods"][name])
     assert summary["status"][f"{name}/seed_0"] == "ok"
     if name != "retrain":
       assert summary["methods"][name]["time_vs_retrain"] > 0
   report = (tmp_path / "study_all" / "report" / "report.md").read_text()
-  assert all(f"| {name} |" in report for name in methods.available())
+  assert all(f"| {name} |" in report for name in methods.builtin_names())
 
 
 def test_mocked_tfds_dataset_goes_through_the_same_pipeline(tmp_path):

@@ -103,6 +103,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, sed: sed_lib.SED, seed:
     failed is missing, with the error in `failures[model]`.
   """
   recon = config.recon
+  side = min(sed.train["image"].shape[1:3])
+  if side < similarity.WINDOW:
+    logging.warning("reconstruction track skipped: %dx%d images are smaller than the %dx%d SSIM "
+                    "window (set recon.enabled=False to silence this)", side, side,
+                    similarity.WINDOW, similarity.WINDOW)
+    return {}, {}
   track = build_track(sed, recon)
   directory = os.path.join(workdir, "recon", f"seed_{seed}")
   image_shape = track.train["image"].shape[1:]
