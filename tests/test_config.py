@@ -116,7 +116,8 @@ def test_parse_arg_bad_int_names_the_type():
 # configs/sed_mnist.py.
 
 VARIANTS = [None, "runlocal", "seeds=3", "methods=finetune+grad_ascent", "similar=5,ratio=0.5",
-            "runlocal,seeds=3", "dataset=fashion_mnist", "model=resnet18"]
+            "runlocal,seeds=3", "dataset=fashion_mnist", "model=resnet18", "recon=thorough",
+            "recon=off"]
 
 
 def docstring_variants(module) -> list[str]:
@@ -160,6 +161,11 @@ def test_variant_values(config_module):
   assert both.seeds == (0, 1, 2) and both.train_size == 1000
   assert config_module.get_config("dataset=fashion_mnist").dataset == "fashion_mnist"
   assert config_module.get_config("model=mlp").model == "mlp"
+  thorough = config_module.get_config("recon=thorough").recon
+  assert thorough.steps > base.recon.steps and thorough.num_rest > base.recon.num_rest
+  assert not config_module.get_config("runlocal,recon=off").recon.enabled
+  with pytest.raises(ConfigError, match="thorough"):
+    config_module.get_config("recon=fast")
 
 
 def test_unknown_variant_key_is_rejected(config_module):
