@@ -3,13 +3,13 @@
     python -m unlearn_jax.main --config=configs/sed_mnist.py --workdir=/tmp/sed_mnist
 
 trains eight LiRA reference models and original / retrain / clean / clean_alt (15 epochs each
-on ~4,200 images) and runs finetune, grad_ascent and random_label; about 14 minutes on a 2-core
-CPU (5 with `--config.eval.lira.num_models=0`; `--config.methods=all` adds ~3.5). Variants
-after `:`
+on ~4,200 images), runs finetune, grad_ascent and random_label and the reconstruction track:
+14 min 24 s on a 2-core CPU (about 5 with `--config.eval.lira.num_models=0
+--config.recon.enabled=False`; `--config.methods=all` adds ~3.5). Variants after `:`
 (comma-separated; tuples take `+`-separated items):
 
-    :runlocal              ~1,000 training images, 3 epochs: a laptop minute (2m40s with
-                           seeds=3 on a shared 2-core CPU)
+    :runlocal              ~1,000 training images, 3 epochs, 4 LiRA models, a small
+                           reconstruction track: 89 s on a 2-core CPU (174 s with seeds=3)
     :seeds=3               three training seeds (mean ± 95% CI)
     :methods=finetune+grad_ascent
     :similar=5,ratio=0.5   SED strength
