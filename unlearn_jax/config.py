@@ -177,3 +177,22 @@ def apply_study_variants(config: ml_collections.ConfigDict, arg: ml_collections.
     config.eval.lira.num_models = 4
     config.recon.num_rest, config.recon.hidden = 40, (100, 100)
     config.recon.train_steps, config.recon.steps, config.recon.trial_steps = 1500, 800, 100
+
+
+def parse_flags_or_exit(argv: list[str], explain: Callable[[list[str]], str | None]) -> list[str]:
+  """absl flag parsing for the binaries, with one-line errors for bad config overrides.
+
+  ml_collections reports an unknown `--config.x` field as a KeyError traceback and a bad
+  variant string as a traceback inside the flag error; both become `error: <last line>`.
+  `explain(argv)` names the unknown field against the binary's own config (or returns None).
+  """
+  import sys  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    message = lines[-1] if any(l.startswith("Traceback") for l in lines) else " ".join(lines)
+    sys.exit(f"error: {message}\nPass --helpshort or --helpfull to see help on flags.")
+  except (KeyError, AttributeError, TypeError, ValueError) as error:
+    sys.exit(f"error: {explain(argv) or error}")

@@ -49,19 +49,8 @@ def main(argv):
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing with one-line errors for bad config overrides and variants.
-
-  ml_collections reports an unknown `--config.x` field as a KeyError traceback and a bad
-  variant string as a traceback inside the flag error; both become `error: <last line>`.
-  """
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as error:
-    lines = [l.strip() for l in str(error).splitlines() if l.strip()]
-    message = lines[-1] if any(l.startswith("Traceback") for l in lines) else " ".join(lines)
-    sys.exit(f"error: {message}\nPass --helpshort or --helpfull to see help on flags.")
-  except (KeyError, AttributeError, TypeError, ValueError) as error:
-    sys.exit(f"error: {_unknown_override(argv) or error}")
+  """absl flag parsing with one-line errors (see `config.parse_flags_or_exit`)."""
+  return config_lib.parse_flags_or_exit(argv, _unknown_override)
 
 
 def _unknown_override(argv: list[str]) -> str | None:

@@ -121,7 +121,7 @@ def _train_one(sed, config, name, seed, *, model, workdir, mesh, writer):
   state, info = train_lib.train_from_scratch(
       state, data, config.train, seed_value, name=f"{name}/seed_{seed}", mesh=mesh,
       checkpoint_dir=directory, writer=writer)
-  info["time_s"] = _record_time(directory, info, time.perf_counter() - start)
+  info["time_s"] = study.record_time(directory, info, time.perf_counter() - start)
   return state, info
 
 
@@ -129,19 +129,6 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Validates the config and makes `workdir` a study workdir for it (config.json)."""
   defaults.validate(config)
   study.prepare_workdir(config, os.path.abspath(workdir))
-
-
-def _record_time(directory: str | None, info: dict, elapsed: float) -> float:
-  """Training time as a study records it in info.json: a restored model keeps its old time."""
-  if directory is None:
-    return elapsed
-  path = os.path.join(directory, "info.json")
-  previous = utils.read_json(path) if os.path.exists(path) else {}
-  if info.get("steps_run", 1) == 0 and "time_s" in previous:
-    return float(previous["time_s"])
-  if utils.is_main_process():
-    utils.write_json(path, {**info, "time_s": elapsed})
-  return elapsed
 
 
 def train(sed: sed_lib.SED, config: ml_collections.ConfigDict, seed: int = 0, *,

@@ -383,7 +383,7 @@ def train_reference(context: Context, name: str, data: dict, seed: int,
       context.init_state(init_key), data, context.config.train, model_seed,
       name=f"{name}/seed_{seed}", mesh=context.mesh, checkpoint_dir=directory,
       writer=context.writer)
-  return state, _record_time(directory, info, time.perf_counter() - start)
+  return state, record_time(directory, info, time.perf_counter() - start)
 
 
 def run_method(context: Context, name: str, original: train.TrainState,
@@ -402,11 +402,16 @@ def run_method(context: Context, name: str, original: train.TrainState,
   # A method that builds its own model first (SISA's shard ensemble) reports that training
   # as `train_s`: it is a training-time cost, not part of the unlearning time.
   elapsed = time.perf_counter() - start - float(info.get("train_s", 0.0))
-  return state, _record_time(directory, info, elapsed)
+  return state, record_time(directory, info, elapsed)
 
 
-def _record_time(directory: str, info: dict, elapsed: float) -> float:
-  """The wall time of a model's whole training, kept in info.json across resumptions."""
+def record_time(directory: str | None, info: dict, elapsed: float) -> float:
+  """The wall time of a model's whole training, kept in info.json across resumptions.
+
+  A restored model (no steps run now) keeps its recorded time; None: nothing is recorded.
+  """
+  if directory is None:
+    return elapsed
   path = os.path.join(directory, "info.json")
   previous = utils.read_json(path) if os.path.exists(path) else {}
   if info.get("steps_run", 1) == 0 and "time_s" in previous:

@@ -643,19 +643,6 @@ def load_config_file(path: str, arg: str | None = None) -> ml_collections.Config
   return api.load_config(f"{found}:{arg}" if arg else found)
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing with one-line errors for bad config overrides and variants."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as error:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    message = lines[-1] if any(l.startswith("Traceback") for l in lines) else " ".join(lines)
-    sys.exit(f"error: {message}\nPass --helpshort or --helpfull to see help on flags.")
-  except (KeyError, AttributeError, TypeError, ValueError) as error:
-    sys.exit(f"error: {_unknown_override(argv) or error}")
-
-
 def _unknown_override(argv: list[str]) -> str | None:
   """Says which `--config.a.b=...` names no field, and what can be overridden there."""
   for arg in argv:
@@ -716,7 +703,8 @@ def cli() -> None:
     if message:
       sys.exit(message)
 
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=lambda argv: config_lib.parse_flags_or_exit(argv,
+                                                                         _unknown_override))
 
 
 if __name__ == "__main__":
