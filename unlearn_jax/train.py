@@ -336,7 +336,8 @@ class _Loop:
       state, metrics = self.step_fn(state, self.put_batch(host_batch, self.mesh),
                                     self.base_key)
       pending.append((step, metrics))
-      self.examples += host_batch["label"].size  # all members' examples for an ensemble
+      # All members' examples for an ensemble (weight is (members, batch) there).
+      self.examples += host_batch["weight" if "weight" in host_batch else "label"].size
       done = step + 1
       stop = preemption.requested()
       should_log = done % self.log_every == 0 or done == self.num_steps

@@ -22,23 +22,30 @@ class EpochSampler:
   """Shuffled fixed-size batches over `data`, addressable by global step.
 
   Attributes:
-    data: arrays with at least `image` and `label`.
+    data: arrays with at least the fields in `keys`, all of one length.
     batch_size: examples per batch (the global batch).
     seed: shuffling seed; epoch e uses the permutation of default_rng([seed, e]).
     weight: per-example loss weight given to real examples (e.g. -1 for gradient ascent).
+    keys: the fields a batch carries (images: image and label; the language-model track:
+      tokens and loss_mask).
   """
   data: Arrays
   batch_size: int
   seed: int
   weight: float = 1.0
+  keys: tuple[str, ...] = BATCH_KEYS
 
   def __post_init__(self):
-    if len(self.data["label"]) == 0:
+    missing = [key for key in self.keys if key not in self.data]
+    if missing:
+      raise ValueError(f"EpochSampler: the data lacks the fields {missing} (has "
+                       f"{sorted(self.data)})")
+    if len(self.data[self.keys[0]]) == 0:
       raise ValueError("EpochSampler: the data set is empty")
 
   @property
   def num_examples(self) -> int:
-    return len(self.data["label"])
+    return len(self.data[self.keys[0]])
 
   @property
   def steps_per_epoch(self) -> int:
@@ -49,7 +56,7 @@ class EpochSampler:
     return max(1, int(round(float(epochs) * self.steps_per_epoch)))
 
   def batch(self, step: int) -> Arrays:
-    """The batch for global step `step`: image, label and weight (0 for filler rows)."""
+    """The batch for global step `step`: the `keys` fields and weight (0 for filler rows)."""
     epoch, index = divmod(step, self.steps_per_epoch)
     order = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
     start = index * self.batch_size
@@ -59,7 +66,7 @@ class EpochSampler:
       weight[len(rows):] = 0.0
       filler = np.resize(order, self.batch_size - len(rows))
       rows = np.concatenate([rows, filler])
-    batch = {key: self.data[key][rows] for key in BATCH_KEYS}
+    batch = {key: self.data[key][rows] for key in self.keys}
     batch["weight"] = weight
     return batch
 
