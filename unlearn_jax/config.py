@@ -149,21 +149,34 @@ def validate_names(field: str, names: Iterable[str], available: Callable[[], Ite
 # Variants shared by the study configs in configs/ (config files are loaded by path, so their
 # shared pieces live here).
 
-STUDY_VARIANTS = dict(runlocal=False, seeds=1, methods=(), similar=-1, ratio=-1.0)
+STUDY_VARIANTS = dict(runlocal=False, seeds=1, methods=(), similar=-1, ratio=-1.0, remedy=False)
+# Remedy suffixes of method names (methods.REMEDY_SUFFIXES): in a variant's `+`-separated list
+# `finetune+nbr` stays one name.
+_REMEDY_SUFFIXES = ("nbr", "wnbr", "dist")
 
 
 def apply_study_variants(config: ml_collections.ConfigDict, arg: ml_collections.ConfigDict,
                          *, runlocal_sizes: tuple[int, int], runlocal_epochs: int) -> None:
   """Applies the variants every study config accepts (see configs/sed_mnist.py), in place.
 
-  `seeds=N` (seeds 0..N-1), `methods=a+b`, `similar=K` (|S(t)|), `ratio=R` (block-mask ratio)
-  and `runlocal` (a stratified subset of `runlocal_sizes` = (train, test) images, `runlocal_epochs`
-  epochs, one-epoch finetune and random_label, progress every 10 steps, 4 LiRA reference models
-  and a smaller, shorter reconstruction track).
+  `seeds=N` (seeds 0..N-1), `methods=a+b` (remedy names keep their suffix:
+  `methods=finetune+finetune+nbr` is finetune and finetune+nbr), `similar=K` (|S(t)|),
+  `ratio=R` (block-mask ratio), `remedy=1` (remedy.enabled: detection report, +nbr/+wnbr/+dist
+  runs and the trade-off sweep) and `runlocal` (a stratified subset of `runlocal_sizes` =
+  (train, test) images, `runlocal_epochs` epochs, one-epoch finetune and random_label, progress
+  every 10 steps, 4 LiRA reference models and a smaller, shorter reconstruction track).
   """
   config.seeds = tuple(range(arg.seeds))
   if arg.methods:
-    config.methods = arg.methods
+    names: list[str] = []
+    for item in arg.methods:
+      if item in _REMEDY_SUFFIXES and names:
+        names[-1] += f"+{item}"
+      else:
+        names.append(item)
+    config.methods = tuple(names)
+  if arg.remedy:
+    config.remedy.enabled = True
   if arg.similar >= 0:
     config.sed.similar_per_target = arg.similar
   if arg.ratio >= 0:

@@ -90,6 +90,33 @@ def base_config() -> ml_collections.ConfigDict:
   config.recon.trial_steps = 200  # steps of each learning-rate trial.
   config.recon.threshold = 0.4  # best SSIM at which a target counts as recovered.
 
+  # Remedies (unlearn_jax/remedy_track.py): detect each target's similar samples, unlearn the
+  # neighbourhood, and measure the price. A method named `<method>+nbr` (T and its detected
+  # neighbours), `+wnbr` (neighbours weighted by similarity) or `+dist` (as many samples chosen
+  # by the distributional-unlearning rule) in `methods` runs whether or not `enabled` is set.
+  config.remedy = ml_collections.ConfigDict()
+  # True: report `detection` (precision/recall of every measure against provenance), run
+  # `remedy.methods` as +nbr, +wnbr and +dist, and the trade-off sweep over neighbours per target.
+  config.remedy.enabled = False
+  # Similarity measures reported under `detection` (any of remedies.detect.MEASURES).
+  config.remedy.measures = ("ssim", "pixel_cosine", "embedding", "gradient")
+  # The measure that picks the neighbours of the +nbr/+wnbr methods. embedding and gradient use
+  # the original model of the seed (penultimate-layer features; last-layer loss gradients).
+  config.remedy.measure = "ssim"
+  # Neighbour rule: 'tau' (similarity >= tau) or 'top_k' (the k most similar per target).
+  config.remedy.rule = "tau"
+  config.remedy.tau = 0.6  # threshold of `rule='tau'`, in the measure's unit (cosine/SSIM).
+  config.remedy.top_k = 20  # neighbours per target of `rule='top_k'`.
+  # True: the neighbours are the provenance's similar samples (the detection upper bound).
+  config.remedy.ground_truth = False
+  # With `enabled`: methods run as `<m>+nbr`, `<m>+wnbr` and `<m>+dist` besides `methods`.
+  config.remedy.methods = ("retrain", "finetune")
+  # Trade-off sweep (with `enabled`): these methods with the top-k neighbours of `measure` for
+  # each k; results under summary `remedy.tradeoff` and report/plots/remedy_tradeoff.png.
+  config.remedy.sweep_methods = ("retrain", "finetune")
+  config.remedy.sweep_top_k = (5, 10, 20, 40)  # neighbours per target, one run per value.
+  config.remedy.batch_size = 512  # candidates per detection chunk.
+
   # Training seeds; every reference and method is run once per seed (mean and 95% CI reported).
   config.seeds = (0,)
   # clean_alt (the seed-noise floor) uses seed + this offset.
@@ -177,7 +204,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   names = methods.resolve(names)  # lists what exists on a miss; loads `pkg.module:function`
   c.require(len(set(names)) == len(names), "methods", config.methods, "names must be unique")
   for name in names:
-    methods.check_config(name, methods.method_config(config, name))
+    base, _ = methods.split_remedy(name)
+    methods.check_config(base, methods.method_config(config, base))
 
   seeds = config_lib.as_tuple(config.seeds)
   c.require(len(seeds) >= 1, "seeds", config.seeds, "must hold at least one seed")
@@ -219,3 +247,24 @@ def validate(config: ml_collections.ConfigDict) -> None:
   c.require_number("recon.steps", r.steps, low=1, integer=True)
   c.require_number("recon.trial_steps", r.trial_steps, low=1, integer=True)
   c.require_number("recon.threshold", r.threshold, low=-1, high=1)
+  m = config.remedy
+  from unlearn_jax.remedies import detect  # pylint: disable=g-import-not-at-top
+  c.require(isinstance(m.enabled, bool), "remedy.enabled", m.enabled, "must be True or False")
+  measures = config_lib.as_tuple(m.measures)
+  for measure in measures:
+    c.require_choice("remedy.measures", measure, detect.MEASURES)
+  c.require_choice("remedy.measure", m.measure, detect.MEASURES)
+  c.require_choice("remedy.rule", m.rule, ("tau", "top_k"))
+  c.require_number("remedy.tau", m.tau, low=-1, high=1)
+  c.require_number("remedy.top_k", m.top_k, low=1, integer=True)
+  c.require(isinstance(m.ground_truth, bool), "remedy.ground_truth", m.ground_truth,
+            "must be True or False")
+  for field in ("methods", "sweep_methods"):
+    for name in config_lib.as_tuple(m[field]):
+      base = methods.resolve((name,))[0]
+      c.require(not methods.split_remedy(base)[1], f"remedy.{field}", name,
+                "must name plain methods (the remedy adds the suffixes)")
+      methods.check_config(base, methods.method_config(config, base))
+  for k in config_lib.as_tuple(m.sweep_top_k):
+    c.require_number("remedy.sweep_top_k", k, low=1, integer=True)
+  c.require_number("remedy.batch_size", m.batch_size, low=1, integer=True)

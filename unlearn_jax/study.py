@@ -24,6 +24,7 @@ from absl import logging
 
 from unlearn_jax import config as config_lib
 from unlearn_jax import defaults, ensemble, methods, models, parallel, preemption, recon_track
+from unlearn_jax import remedy_track
 from unlearn_jax import train, utils
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
@@ -51,6 +52,7 @@ class Context:
   models_done: int = 0  # reference and unlearned models finished (for the progress line)
   models_total: int = 0
   recon_failures: dict = dataclasses.field(default_factory=dict)  # reconstruction-track errors
+  detection: dict = dataclasses.field(default_factory=dict)  # {seed: remedy detection report}
   started: float = dataclasses.field(default_factory=time.perf_counter)
 
   def progress(self) -> str:
@@ -80,7 +82,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   workdir = os.path.abspath(workdir)
   prepare_workdir(config, workdir)
   context = build_context(config, workdir)
-  names = methods.resolve(config_lib.as_tuple(config.methods))
+  names = method_names(config)
   context.models_total = config.eval.lira.num_models + len(config_lib.as_tuple(config.seeds)) * (
       4 + len([n for n in names if n != "retrain"]))
   lira = train_lira_references(context)
@@ -91,8 +93,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     records[seed], rows = run_seed(context, seed, status, lira)
     per_target.extend({"seed": seed, **row} for row in rows)
   logging.info("stage: report")
-  summary = tables.build_summary(config, records, status)
+  sweeps = {seed: {name: records[seed].pop(name) for name in list(records[seed])
+                   if remedy_track.is_sweep(name)} for seed in records}
+  summary = tables.build_summary(config, records, {
+      key: text for key, text in status.items() if not remedy_track.is_sweep(key)})
+  summary["status"] = status  # the sweep's runs too (their results are under `remedy`)
   add_across_seed_attacks(summary, per_target, config.eval.epsilon_min_seeds)
+  add_remedy_results(context, summary, records, sweeps)
   if context.recon_failures:
     summary["recon_failures"] = context.recon_failures
   report = tables.write(workdir, summary, records, per_target)
@@ -213,13 +220,25 @@ def run_seed(context: Context, seed: int, status: dict[str, str],
     states[name], times[name] = train_reference(context, name, data, seed, model_seed)
     context.models_done += 1
 
-  for name in methods.resolve(config_lib.as_tuple(config.methods)):
+  names = method_names(config)
+  detection, removed = None, {}
+  if any(remedy_track.parse(name)[1] for name in names) or config.remedy.enabled:
+    measures = config_lib.as_tuple(config.remedy.measures) if config.remedy.enabled else ()
+    measures = tuple(dict.fromkeys(measures + (config.remedy.measure,)))
+    detection = remedy_track.detect_all(config, sed, states["original"], context.mesh, measures)
+    if config.remedy.enabled:
+      context.detection[seed] = remedy_track.detection_report(config, detection)
+  for name in names:
     key = f"{name}/seed_{seed}"
     if name == "retrain":  # exact unlearning is the retrain reference itself
       status[key] = "ok"
       continue
     try:
-      states[name], times[name] = run_method(context, name, states["original"], seed)
+      if remedy_track.parse(name)[1]:
+        states[name], times[name], removed[name] = run_remedy(context, name, states, seed,
+                                                              detection)
+      else:
+        states[name], times[name] = run_method(context, name, states["original"], seed)
       status[key] = "ok"
     except FloatingPointError as error:  # train.DivergedError, or a method's own check
       status[key] = f"diverged at step {getattr(error, 'step', '?')}: {error}"
@@ -238,16 +257,23 @@ def run_seed(context: Context, seed: int, status: dict[str, str],
   eval_config = context.config.eval
   records, rows = evaluator.evaluate_models(logits, sed, eval_config.min_gap, lira=lira,
                                             svc_max_train=eval_config.svc_max_train)
+  for name, record in records.items():
+    record["acc_same_class"] = remedy_track.same_class_accuracy(logits[name], sed)
+    if name in removed:
+      record["remedy"] = removed[name]
   if context.config.recon.enabled:
     failures: dict[str, str] = {}
     track_records, track_rows = recon_track.run(
         context.config, context.workdir, sed, seed,
-        methods.resolve(config_lib.as_tuple(context.config.methods)), context.mesh, failures)
+        [n for n in names if not remedy_track.parse(n)[1]], context.mesh, failures)
     recon_track.merge(records, rows, track_records, track_rows)
     for name, error in failures.items():
       context.recon_failures[f"{name}/seed_{seed}"] = error
   target_loss = metrics.forget_loss(states["original"], sed.forget, context.mesh)
   for name, record in records.items():
+    if remedy_track.is_sweep(name):
+      record["time_s"] = times[name]
+      continue  # the trade-off sweep reports residue and utility only
     record["time_s"] = times[name]
     record["param_l2"] = {f"to_{ref}": metrics.param_distance(states[name].params,
                                                                states[ref].params)
@@ -256,6 +282,93 @@ def run_seed(context: Context, seed: int, status: dict[str, str],
         states[name], sed.forget, target_loss, lr=eval_config.relearn.lr,
         max_steps=eval_config.relearn.max_steps, mesh=context.mesh)
   return records, rows
+
+
+def method_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Every method run of a seed: `config.methods`, then the remedy runs and their sweep."""
+  names = methods.resolve(config_lib.as_tuple(config.methods))
+  extra = remedy_track.study_names(config) + remedy_track.sweep_names(config)
+  return names + tuple(name for name in extra if name not in names)
+
+
+def run_remedy(context: Context, name: str, states: dict[str, train.TrainState], seed: int,
+               detection: remedy_track.Detection
+               ) -> tuple[train.TrainState, float, dict[str, float]]:
+  """Runs a remedy (`<method>+nbr|+wnbr|+dist`, maybe `@k=K`) from the original model.
+
+  `retrain+...` trains like the `clean` reference (same initialisation and batch order), so
+  with ground-truth neighbours it reproduces it exactly. Returns the state, the time and what
+  was removed (count, and precision/recall of the removed set against provenance).
+  """
+  config, sed = context.config, context.sed
+  base, suffix, k = remedy_track.parse(name)
+  rows, weights = remedy_track.neighbours(config, detection, top_k=k)
+  if suffix == "dist":
+    rows = remedy_track.distributional_rows(sed, detection, len(rows), states["original"],
+                                            context.mesh)
+    weights = np.ones(len(rows), np.float32)
+  forget, retain = remedy_track.unlearn_sets(sed, suffix, rows, weights)
+  similar = sed.train["kind"][rows] == sed_lib.SIMILAR
+  num_similar = int(np.sum(sed.train["kind"] == sed_lib.SIMILAR))
+  removed = {"removed": float(len(rows)),
+             "precision": float(similar.mean()) if len(rows) else float("nan"),
+             "recall": float(similar.sum() / num_similar) if num_similar else float("nan")}
+  directory = context.checkpoint_dir(name, seed)
+  logging.info("stage: remedy %s/seed_%d (%d neighbours, precision %.2f, recall %.2f; "
+               "|forget|=%d, |retain|=%d; %s)", name, seed, len(rows), removed["precision"],
+               removed["recall"], len(forget["label"]), len(retain["label"]), context.progress())
+  start = time.perf_counter()
+  if base == "retrain":
+    state, info = train.train_from_scratch(
+        context.init_state(jax.random.fold_in(jax.random.key(seed), 1)), retain, config.train,
+        seed, name=f"{name}/seed_{seed}", mesh=context.mesh, checkpoint_dir=directory,
+        writer=context.writer)
+  else:
+    data = methods.UnlearnData(
+        forget=forget, retain=retain, mesh=context.mesh, seed=seed,
+        num_classes=context.num_classes, init_state=context.init_state,
+        checkpoint_dir=directory, writer=context.writer, val=sed.test)
+    state, info = methods.call(base, states["original"], data, config,
+                               jax.random.fold_in(jax.random.key(seed), 2))
+  elapsed = time.perf_counter() - start - float(info.get("train_s", 0.0))
+  return state, record_time(directory, info, elapsed), removed
+
+
+def add_remedy_results(context: Context, summary: dict[str, Any],
+                       records: dict[int, dict[str, dict]],
+                       sweeps: dict[int, dict[str, dict]]) -> None:
+  """summary['detection'] (mean ± CI over seeds), summary['remedy'] with the trade-off points,
+  and report/plots/remedy_tradeoff.png."""
+  config = context.config
+  if not config.remedy.enabled:
+    return
+  detection = {}
+  for measure in config_lib.as_tuple(config.remedy.measures):
+    stats = {}
+    for key in next(iter(context.detection.values()))[measure]:
+      mean, half = tables.mean_ci95([context.detection[s][measure][key]
+                                     for s in context.detection])
+      stats[key], stats[f"{key}_ci"] = mean, half
+    detection[measure] = stats
+  summary["detection"] = detection
+  chosen = set(config_lib.as_tuple(config.remedy.sweep_methods)) | set(
+      remedy_track.study_names(config)) | {"original", "clean"}
+  per_seed = {seed: {**{name: record for name, record in records[seed].items()
+                        if name in chosen}, **sweeps[seed]} for seed in records}
+  aggregated = tables.aggregate(per_seed)
+  points = remedy_track.tradeoff_points(aggregated, config)
+  summary["remedy"] = {
+      "measure": "ground_truth" if config.remedy.ground_truth else config.remedy.measure,
+      "rule": (f"top_k={config.remedy.top_k}" if config.remedy.rule == "top_k"
+               else f"tau={config.remedy.tau}"),
+      "tradeoff": points}
+  if utils.is_main_process() and points:
+    reference = {name: {"acc_test": aggregated[name]["acc"]["test"],
+                        "acc_same_class_rest": aggregated[name]["acc_same_class"]["rest"]}
+                 for name in ("original", "clean") if name in aggregated}
+    remedy_track.save_tradeoff_plot(
+        points, reference, os.path.join(context.workdir, "report", "plots",
+                                        "remedy_tradeoff.png"))
 
 
 def train_lira_references(context: Context) -> evaluator.LiraReferences | None:

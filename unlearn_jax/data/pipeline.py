@@ -28,6 +28,9 @@ class EpochSampler:
     weight: per-example loss weight given to real examples (e.g. -1 for gradient ascent).
     keys: the fields a batch carries (images: image and label; the language-model track:
       tokens and loss_mask).
+
+  When `data` has a `sample_weight` field, each example's weight is `weight * sample_weight`
+  (partial removal in the weighted neighbourhood remedy, see remedy_track.py).
   """
   data: Arrays
   batch_size: int
@@ -67,6 +70,8 @@ class EpochSampler:
       filler = np.resize(order, self.batch_size - len(rows))
       rows = np.concatenate([rows, filler])
     batch = {key: self.data[key][rows] for key in self.keys}
+    if "sample_weight" in self.data:
+      weight = weight * self.data["sample_weight"][rows].astype(np.float32)
     batch["weight"] = weight
     return batch
 

@@ -242,10 +242,38 @@ def resolve(names) -> tuple[str, ...]:
   """
   out: list[str] = []
   for name in names:
-    for item in (builtin_names() if name == "all" else (_one(name),)):
+    if name == "all":
+      items = builtin_names()
+    elif isinstance(name, str) and "+" in name and ":" not in name:
+      base, suffix = split_remedy(name)
+      items = (f"{_one(base)}+{suffix}",)
+    else:
+      items = (_one(name),)
+    for item in items:
       if item not in out:
         out.append(item)
   return tuple(out)
+
+
+# Remedy variants of any method (unlearn_jax/remedy_track.py): `<method>+nbr` unlearns the
+# targets and their detected neighbours, `+wnbr` the neighbours weighted by their similarity,
+# `+dist` as many samples chosen by the distributional-unlearning rule.
+REMEDY_SUFFIXES = ("nbr", "wnbr", "dist")
+
+
+def split_remedy(name: str) -> tuple[str, str]:
+  """('salun', 'nbr') for 'salun+nbr'; (name, '') for a name without a remedy suffix.
+
+  Raises:
+    ConfigError: an unknown suffix (the message lists the valid ones).
+  """
+  if "+" not in name:
+    return name, ""
+  base, _, suffix = name.rpartition("+")
+  if suffix not in REMEDY_SUFFIXES or not base:
+    raise ConfigError(f"config.methods={name!r}: unknown remedy suffix +{suffix}; a method name "
+                      f"may end in {', '.join('+' + s for s in REMEDY_SUFFIXES)}")
+  return base, suffix
 
 
 def _one(name: Any) -> str:

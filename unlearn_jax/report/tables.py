@@ -82,7 +82,7 @@ def aggregate(records: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[st
 def build_summary(config, records, per_seed_status) -> dict[str, Any]:
   """The summary.json content (DESIGN.md §5 schema, with added keys)."""
   methods = aggregate(records)
-  _add_status(methods, per_seed_status)
+  add_status(methods, per_seed_status)
   retrain_time = methods.get("retrain", {}).get("time_s")
   for record in methods.values():
     if retrain_time and record.get("time_s") is not None:
@@ -102,7 +102,7 @@ def build_summary(config, records, per_seed_status) -> dict[str, Any]:
   return summary
 
 
-def _add_status(methods: dict[str, dict], per_seed_status: Mapping[str, str]) -> None:
+def add_status(methods: dict[str, dict], per_seed_status: Mapping[str, str]) -> None:
   """Sets methods[name]['status'] to 'ok', 'diverged' or 'failed' (the worst over seeds) and
   keeps each non-ok seed's reason under 'errors'; a method with no result still gets an entry."""
   rank = {"ok": 0, "diverged": 1, "failed": 2}
@@ -225,10 +225,58 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
     parts = ", ".join(f"{k} {v:.2f}" for k, v in floor.items()
                       if isinstance(v, float) and math.isfinite(v))
     lines += ["", f"Noise floor (clean_alt residue): {parts}."]
+  remedy = remedy_markdown(summary)
+  if remedy:
+    lines.append(remedy.rstrip("\n"))
   status = [f"- {k}: {v}" for k, v in summary.get("status", {}).items() if v != "ok"]
   if status:
     lines += ["", "Failures:", *status]
   return "\n".join(lines) + "\n"
+
+
+def remedy_markdown(summary: Mapping[str, Any]) -> str:
+  """The report.md section: detection table and trade-off table ('' without remedies)."""
+  lines = []
+  detection = summary.get("detection")
+  if detection:
+    lines += ["", "## Detection of similar samples", "",
+              "Neighbours of each target under each measure, scored against provenance "
+              f"(rule: {summary.get('remedy', {}).get('rule', '?')}); AUC ranks a target's similar "
+              "samples above all other candidates (threshold-free).", "",
+              "| measure | precision | recall | pooled precision | pooled recall | "
+              "selected / target | AUC |", "|---|---|---|---|---|---|---|"]
+    for measure, stats in detection.items():
+      lines.append(f"| {measure} | {_fmt(stats, 'precision')} | {_fmt(stats, 'recall')} | "
+                   f"{_fmt(stats, 'precision_pooled')} | {_fmt(stats, 'recall_pooled')} | "
+                   f"{_fmt(stats, 'selected_per_target', 1)} | {_fmt(stats, 'auc')} |")
+  points = summary.get("remedy", {}).get("tradeoff")
+  if points:
+    lines += ["", "## Remedy trade-off", "",
+              "Residue of the targets against collateral damage; k = neighbours per target "
+              "(top-k of the detection measure), k = 0 the method alone, blank k the study's "
+              "own rule. ![trade-off](plots/remedy_tradeoff.png)", "",
+              "| model | removed | margin residue | LiRA residue | acc test | acc rest | "
+              "acc same-class test | acc same-class rest |", "|---|---|---|---|---|---|---|---|"]
+    for p in points:
+      lines.append(
+          f"| {p['model']} | {_num(p.get('removed'), 0)} | {_pm(p, 'residue_margin')} | "
+          f"{_pm(p, 'residue_lira')} | {_pm(p, 'acc_test')} | {_pm(p, 'acc_rest')} | "
+          f"{_pm(p, 'acc_same_class_test')} | {_pm(p, 'acc_same_class_rest')} |")
+  return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _num(value, digits: int = 2) -> str:
+  return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _fmt(stats: Mapping[str, Any], key: str, digits: int = 2) -> str:
+  text = _num(stats.get(key), digits)
+  half = stats.get(f"{key}_ci")
+  return text if half is None or not math.isfinite(half) else f"{text} ± {half:.{digits}f}"
+
+
+def _pm(point: Mapping[str, Any], key: str) -> str:
+  return _fmt(point, key)
 
 
 def _across_seeds_note(across: Mapping[str, Any] | None) -> str:
