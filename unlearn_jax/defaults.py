@@ -178,6 +178,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   c.require_number("train_size", config.train_size, low=0, integer=True)
   c.require_number("test_size", config.test_size, low=0, integer=True)
   c.validate_names("model", [config.model], models.available)
+  c.require(config.model != "transformer", "model", config.model,
+            "is the language-model track's model (configs/sed_qa.py); image studies use "
+            "mlp, cnn, resnet18 or a registered image model")
   try:  # builds the module only (no parameters): checks model_kwargs against the model's fields
     models.get(config.model, 2, **config.model_kwargs.to_dict())
   except (TypeError, ValueError) as error:

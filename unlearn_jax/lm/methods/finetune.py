@@ -1,0 +1,39 @@
+"""Fine-tuning (FT): keep training on the retained data only, hoping T is forgotten on the way.
+
+The fine-tuning baseline of TOFU-style LM unlearning (Maini et al., COLM 2024, "retain-only";
+Warnecke et al., NDSS 2023 for the idea): next-token NLL on answers of `data.retain`, AdamW.
+Config: `config.unlearn.finetune.{epochs, lr, batch_size, weight_decay}`; `epochs` counts passes
+over the retained data and may be a fraction.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from unlearn_jax.data import pipeline
+from unlearn_jax.lm import steps
+from unlearn_jax.lm.methods import common
+
+# `epochs` may be a fraction of a pass over the retained data.
+FRACTIONAL_EPOCHS = True
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """FT hyper-parameters: a short pass over the retained data at the unlearning lr."""
+  config = ml_collections.ConfigDict()
+  config.epochs = 1.0  # passes over the retained data (kept to a small share of retraining).
+  config.lr = common.DEFAULT_LR  # 3e-4, constant AdamW (sources: 1e-5 on 7B models).
+  config.batch_size = 32  # retained examples per step (TOFU: 32 = 4 × 4 accumulation × 2 GPUs).
+  config.weight_decay = 0.01  # AdamW decoupled weight decay (TOFU / NPO code: 0.01).
+  return config
+
+
+def unlearn(state, data, config, rng):
+  """Trains `epochs` passes over `data.retain` on the answer NLL with AdamW at `lr`."""
+  del rng  # batch order comes from data.seed
+  cfg = config.unlearn.finetune
+  batch_size = common.batch_size_for(cfg.batch_size, len(data.retain["tokens"]), data.mesh)
+  sampler = pipeline.EpochSampler(data.retain, batch_size, data.seed, keys=steps.BATCH_KEYS)
+  num_steps = sampler.steps_for(cfg.epochs)
+  return common.run(state, sampler.batch, num_steps, common.optimizer(cfg), data,
+                    "finetune", config)

@@ -1,0 +1,37 @@
+"""Gradient ascent (GA): maximise the answer NLL of the forget set.
+
+The GA baseline of LM unlearning (Jang et al., ACL 2023; TOFU, Maini et al., COLM 2024, whose
+`grad_ascent` loss is -NLL on forget batches): the LM step with weight -1 on every forget row.
+Unbounded, so it is run briefly. Config: `config.unlearn.grad_ascent.{epochs, lr, batch_size,
+weight_decay}`; `epochs` counts passes over the forget set.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from unlearn_jax.data import pipeline
+from unlearn_jax.lm import steps
+from unlearn_jax.lm.methods import common
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """GA hyper-parameters (TOFU: 5 epochs over the forget set, AdamW, weight decay 0.01)."""
+  config = ml_collections.ConfigDict()
+  config.epochs = 5  # passes over the forget set (TOFU: 5).
+  config.lr = common.DEFAULT_LR  # 3e-4, constant AdamW (TOFU: 1e-5 on 7B models).
+  config.batch_size = 32  # forget examples per step, capped at |forget| (TOFU: 32).
+  config.weight_decay = 0.01  # AdamW decoupled weight decay (TOFU: 0.01).
+  return config
+
+
+def unlearn(state, data, config, rng):
+  """Runs `epochs` passes over `data.forget` with weight -1 (ascent) and AdamW at `lr`."""
+  del rng
+  cfg = config.unlearn.grad_ascent
+  batch_size = common.batch_size_for(cfg.batch_size, len(data.forget["tokens"]), data.mesh)
+  sampler = pipeline.EpochSampler(data.forget, batch_size, data.seed, weight=-1.0,
+                                  keys=steps.BATCH_KEYS)
+  num_steps = sampler.steps_for(cfg.epochs)
+  return common.run(state, sampler.batch, num_steps, common.optimizer(cfg), data,
+                    "grad_ascent", config)
