@@ -16,8 +16,10 @@ TRACK = "lm"
 #   rouge_l: ROUGE-L recall of the target's answer in the greedy answer to its question;
 #   rouge_l_probe: the same, mean over held-out paraphrases of the question (leakage through
 #     the similar samples: the model answers the target when asked in other words);
+#   fact / fact_probe: share of the answer's fact words (lm.metrics.fact_words) in the greedy
+#     answer to the question / to its held-out paraphrases;
 #   min_k: Min-k% membership score of the target (Shi et al., ICLR 2024).
-RESIDUE_SCORES = ("nll", "rouge_l", "rouge_l_probe", "min_k")
+RESIDUE_SCORES = ("nll", "rouge_l", "rouge_l_probe", "fact", "fact_probe", "min_k")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -68,9 +70,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval.max_new_tokens = 24  # greedy generation length cap (tokens).
   config.eval.min_k = 0.2  # Min-k%: fraction of the lowest token log-probs averaged.
   # Minimum |f(original) - f(clean)| for a target's residue ratio to be defined, per score
-  # (nll: nats per token; rouge_l: recall in [0, 1]; min_k: nats).
+  # (nll: nats per token; rouge_l, fact: recall in [0, 1]; min_k: nats).
   config.eval.min_gap = ml_collections.ConfigDict(
-      {"nll": 0.2, "rouge_l": 0.1, "rouge_l_probe": 0.1, "min_k": 0.2})
+      {"nll": 0.2, "rouge_l": 0.1, "rouge_l_probe": 0.1, "fact": 0.25, "fact_probe": 0.25,
+       "min_k": 0.2})
   config.overwrite = False
   return config
 

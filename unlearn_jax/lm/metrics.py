@@ -96,6 +96,37 @@ def generation_scores(references: Sequence[str],
                                       for r, c in zip(references, candidates)], np.float64)}
 
 
+# Function words of English QA templates: never the fact an answer carries.
+_FUNCTION_WORDS = frozenset(
+    "a an the is are was were be been it its it's of in on at to for by with from and or as "
+    "that this which what who whom whose when where how their there they them he she his her "
+    "has have had do does did main official called known name named".split())
+
+
+def fact_words(question: str, answer: str) -> list[str]:
+  """The words of `answer` that carry its fact: not in `question`, not function words.
+
+  "What is the currency of Siakroistan?" / "Its currency is the shilling." gives ['shilling'].
+  Template words shared by every answer of a kind would let ROUGE-L credit a model that states a
+  *different* fact in the right form; these words do not.
+  """
+  asked = set(rouge_tokens(question))
+  return [w for w in dict.fromkeys(rouge_tokens(answer))
+          if w not in asked and w not in _FUNCTION_WORDS]
+
+
+def fact_recall(question: str, reference: str, candidate: str) -> float:
+  """Share of the reference answer's fact words (`fact_words`) that the candidate says.
+
+  NaN when the reference has no fact word beyond the question.
+  """
+  words = fact_words(question, reference)
+  if not words:
+    return float("nan")
+  said = set(rouge_tokens(candidate))
+  return float(np.mean([w in said for w in words]))
+
+
 def perplexity(nll: np.ndarray) -> np.ndarray:
   """exp(mean answer-token NLL): the answer perplexity per example."""
   return np.exp(np.asarray(nll, np.float64))

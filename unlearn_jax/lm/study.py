@@ -48,11 +48,13 @@ TABLE_COLUMNS = (
     ("time s", "time_s", 1), ("NLL T", "nll.target", 2), ("NLL S", "nll.similar", 2),
     ("NLL R", "nll.rest", 2), ("ppl test", "ppl.test", 1),
     ("ROUGE-L T", "rouge_l.target", 2), ("ROUGE-L probe", "rouge_l.probe", 2),
-    ("ROUGE-L R", "rouge_l.rest", 2), ("EM T", "exact.target", 2), ("EM probe", "exact.probe", 2),
+    ("ROUGE-L R", "rouge_l.rest", 2), ("fact T", "fact.target", 2),
+    ("fact probe", "fact.probe", 2), ("fact R", "fact.rest", 2), ("EM T", "exact.target", 2),
 )
 RESIDUE_COLUMNS = (
     ("res NLL", "residue.nll", 2), ("res ROUGE T", "residue.rouge_l", 2),
-    ("res ROUGE probe", "residue.rouge_l_probe", 2), ("res Min-k", "residue.min_k", 2),
+    ("res ROUGE probe", "residue.rouge_l_probe", 2), ("res fact", "residue.fact", 2),
+    ("res fact probe", "residue.fact_probe", 2), ("res Min-k", "residue.min_k", 2),
     ("MIA loss", "mia_auc.loss", 2), ("MIA zlib", "mia_auc.zlib", 2),
     ("MIA Min-k", "mia_auc.min_k", 2), ("res MIA", "residue.mia", 2),
 )
@@ -296,6 +298,9 @@ def model_scores(context: Context, state) -> dict[str, Any]:
                                         for ref, gen in zip(answers[split], generated)])
     out[f"exact_{split}"] = np.asarray([float(lm_metrics.exact_match(str(ref), gen))
                                         for ref, gen in zip(answers[split], generated)])
+    out[f"fact_{split}"] = np.asarray([
+        lm_metrics.fact_recall(str(q), str(ref), gen)
+        for q, ref, gen in zip(questions[split], answers[split], generated)])
   return out
 
 
@@ -309,11 +314,15 @@ def evaluate(context: Context, scores: dict[str, dict]) -> tuple[dict[str, dict]
   target_ids = sed.train["id"][context.target_rows]
   per_target = {}
   for name, s in scores.items():
-    probe_rouge = np.asarray([s["rouge_probe"][probe_group == t].mean() for t in target_ids])
+    probe_mean = lambda key: np.asarray([np.nanmean(s[key][probe_group == t])
+                                         if np.isfinite(s[key][probe_group == t]).any()
+                                         else np.nan for t in target_ids])
     per_target[name] = {
         "nll": s["train"]["nll"][rows["target"]],
         "rouge_l": s["rouge_target"],
-        "rouge_l_probe": probe_rouge,
+        "rouge_l_probe": probe_mean("rouge_probe"),
+        "fact": s["fact_target"],
+        "fact_probe": probe_mean("fact_probe"),
         # Min-k% is a membership score (higher = member); residue compares its level.
         "min_k": s["train"]["min_k_score"][rows["target"]],
     }
@@ -333,6 +342,9 @@ def evaluate(context: Context, scores: dict[str, dict]) -> tuple[dict[str, dict]
                     for split in ("target", "probe", "rest")},
         "exact": {split: float(np.mean(s[f"exact_{split}"]))
                   for split in ("target", "probe", "rest")},
+        "fact": {split: float(np.nanmean(s[f"fact_{split}"]))
+                 if np.isfinite(s[f"fact_{split}"]).any() else float("nan")
+                 for split in ("target", "probe", "rest")},
     }
     # Membership of the targets (and of the similar samples) against held-out QA pairs.
     record["mia_auc"] = {
@@ -411,7 +423,8 @@ def markdown_report(summary: dict[str, Any]) -> str:
       "rest); ppl: answer perplexity on held-out QA. ROUGE-L: recall of the reference answer in "
       "the greedy answer to the target question (T), to held-out paraphrases of it (probe: "
       "leakage through the similar samples), and to unrelated training questions (R: utility). "
-      "EM: exact match.", "",
+      "fact: share of the answer's fact words (not in the question, not function words) that "
+      "the greedy answer says — the fact itself, not its template. EM: exact match (T).", "",
       "## Residue and membership", "", tables.markdown_table(summary, RESIDUE_COLUMNS), "",
       "`res X` is the mean over targets of (f(M) - f(clean)) / (f(original) - f(clean)) (1: "
       "nothing forgotten, 0: like the model that never saw T nor its paraphrases). MIA: AUC of "
