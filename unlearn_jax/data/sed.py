@@ -23,19 +23,12 @@ KIND_NAMES = ("target", "similar", "rest")
 Arrays = dict[str, np.ndarray]
 
 
-@dataclasses.dataclass(frozen=True)
-class SED:
-  """A training set D with provenance, and the held-out test split.
+class ProvenanceSplits:
+  """T, D \\ T and R of a training set `self.train` whose examples carry `kind` (DESIGN.md §2).
 
-  Attributes:
-    train: D as arrays `image` uint8 (N,H,W,C), `label` int32, `id` int64, `kind` int8 (TARGET,
-      SIMILAR or REST) and `group` int64 (target id, or -1).
-    test: the test split with `image`, `label`, `id`.
-    target_ids: ids of T in selection order.
+  Shared by the image SED and the language-model track's QASED.
   """
   train: Arrays
-  test: Arrays
-  target_ids: np.ndarray
 
   def select(self, *kinds: int) -> Arrays:
     """Returns the training examples whose kind is in `kinds` (order preserved)."""
@@ -56,6 +49,21 @@ class SED:
   def rest(self) -> Arrays:
     """R = D \\ (T ∪ S): what `clean` trains on."""
     return self.select(REST)
+
+
+@dataclasses.dataclass(frozen=True)
+class SED(ProvenanceSplits):
+  """A training set D with provenance, and the held-out test split.
+
+  Attributes:
+    train: D as arrays `image` uint8 (N,H,W,C), `label` int32, `id` int64, `kind` int8 (TARGET,
+      SIMILAR or REST) and `group` int64 (target id, or -1).
+    test: the test split with `image`, `label`, `id`.
+    target_ids: ids of T in selection order.
+  """
+  train: Arrays
+  test: Arrays
+  target_ids: np.ndarray
 
 
 # ----------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import file_adapters
 
 from unlearn_jax.data import sources
-from unlearn_jax.data.sed import KIND_NAMES, REST, SIMILAR, TARGET
+from unlearn_jax.data.sed import KIND_NAMES, REST, SIMILAR, TARGET, ProvenanceSplits
 from unlearn_jax.lm import corpus
 
 Arrays = dict[str, np.ndarray]
@@ -46,7 +46,7 @@ class JSONLError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class QASED:
+class QASED(ProvenanceSplits):
   """A question–answer SED.
 
   Attributes:
@@ -60,26 +60,6 @@ class QASED:
   train: Arrays
   test: Arrays
   probes: Arrays
-
-  def select(self, *kinds: int) -> Arrays:
-    """Returns the training examples whose kind is in `kinds` (order preserved)."""
-    keep = np.isin(self.train["kind"], kinds)
-    return {key: value[keep] for key, value in self.train.items()}
-
-  @property
-  def forget(self) -> Arrays:
-    """T: the targets (the unlearning request)."""
-    return self.select(TARGET)
-
-  @property
-  def retain(self) -> Arrays:
-    """D \\ T: what `retrain` trains on."""
-    return self.select(SIMILAR, REST)
-
-  @property
-  def rest(self) -> Arrays:
-    """R = D \\ (T ∪ S): what `clean` trains on."""
-    return self.select(REST)
 
   @property
   def target_ids(self) -> np.ndarray:
