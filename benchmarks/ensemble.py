@@ -4,17 +4,19 @@
 
 Same data (random MNIST-shaped images), same recipe, same seeds; both paths are compiled before
 timing (one warm-up run each), then each is timed `--repeats` times, alternating, and the medians
-are printed with their ratio. Not part of the test suite.
+are printed with their ratio. Not part of the test suite; `python -m benchmarks.run
+--only=ensemble` runs the same comparison among the other benchmarks.
 """
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 import jax
 import numpy as np
 from absl import app, flags
 
+from benchmarks import timing
 from unlearn_jax import defaults, ensemble, models, parallel
 
 FLAGS = flags.DEFINE_string("model", "mlp", "model name (mlp, cnn, resnet18)")
@@ -26,35 +28,46 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "timed repetitions of each path")
 _HIDDEN = flags.DEFINE_integer("hidden", 0, "mlp only: width of its two hidden layers (0: default)")
 
 
-def main(argv):
-  del argv
+def compare(model_name: str, members: int = 8, examples: int = 2048, epochs: int = 2,
+            batch_size: int = 128, repeats: int = 3, model_kwargs: dict | None = None
+            ) -> dict[str, Any]:
+  """Median seconds to train `members` models vmapped and in a loop, and their ratio.
+
+  Returns:
+    {'vmapped': {...}, 'loop': {...}} timing dicts (see timing.interleaved), the number of
+    steps per model, and `loop_over_vmapped` (> 1: the vmapped ensemble is faster).
+  """
   rng = np.random.default_rng(0)
-  data = {"image": rng.integers(0, 256, (_EXAMPLES.value, 28, 28, 1), dtype=np.uint8),
-          "label": rng.integers(0, 10, _EXAMPLES.value).astype(np.int32)}
-  kwargs = {"hidden": (_HIDDEN.value,) * 2} if _HIDDEN.value else {}
-  model = models.get(FLAGS.value, 10, **kwargs)
+  data = {"image": rng.integers(0, 256, (examples, 28, 28, 1), dtype=np.uint8),
+          "label": rng.integers(0, 10, examples).astype(np.int32)}
+  model = models.get(model_name, 10, **(model_kwargs or {}))
   mesh = parallel.make_mesh()
   recipe = defaults.base_config().train
-  recipe.epochs, recipe.batch_size, recipe.log_every = _EPOCHS.value, _BATCH.value, 10**9
-  members = [ensemble.Member(data, seed) for seed in range(_MEMBERS.value)]
+  recipe.epochs, recipe.batch_size, recipe.log_every = epochs, batch_size, 10**9
+  recipe.checkpoint_every = 10**9
+  ensemble_members = [ensemble.Member(data, seed) for seed in range(members)]
 
-  def run(vectorize: bool) -> float:
-    start = time.perf_counter()
-    states, _ = ensemble.train_ensemble(model, members, recipe, image_shape=(28, 28, 1),
-                                        mesh=mesh, name="bench", vectorize=vectorize)
+  def run(vectorize: bool) -> None:
+    states, _ = ensemble.train_ensemble(model, ensemble_members, recipe,
+                                        image_shape=(28, 28, 1), mesh=mesh, name="bench",
+                                        vectorize=vectorize)
     jax.block_until_ready(jax.tree.leaves(states[-1].params))
-    return time.perf_counter() - start
 
-  run(True), run(False)  # compile both paths
-  times = {True: [], False: []}
-  for _ in range(_REPEATS.value):
-    for vectorize in (True, False):
-      times[vectorize].append(run(vectorize))
-  vmapped, looped = np.median(times[True]), np.median(times[False])
-  steps = _EPOCHS.value * -(-_EXAMPLES.value // _BATCH.value)
-  print(f"{FLAGS.value}: {_MEMBERS.value} models × {steps} steps (batch {_BATCH.value}) on "
-        f"{jax.devices()[0].platform}: vmapped {vmapped:.2f} s, loop {looped:.2f} s "
-        f"(medians of {_REPEATS.value}); loop / vmapped = {looped / vmapped:.2f}")
+  times = timing.interleaved({"vmapped": lambda: run(True), "loop": lambda: run(False)},
+                             repeats=repeats)
+  return {**times, "steps": epochs * -(-examples // batch_size), "members": members,
+          "loop_over_vmapped": times["loop"]["median"] / times["vmapped"]["median"]}
+
+
+def main(argv):
+  del argv
+  kwargs = {"hidden": (_HIDDEN.value,) * 2} if _HIDDEN.value else {}
+  result = compare(FLAGS.value, _MEMBERS.value, _EXAMPLES.value, _EPOCHS.value, _BATCH.value,
+                   _REPEATS.value, kwargs)
+  print(f"{FLAGS.value}: {_MEMBERS.value} models × {result['steps']} steps (batch "
+        f"{_BATCH.value}) on {jax.devices()[0].platform}: vmapped "
+        f"{result['vmapped']['median']:.2f} s, loop {result['loop']['median']:.2f} s (medians of "
+        f"{_REPEATS.value}); loop / vmapped = {result['loop_over_vmapped']:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,20 @@
 """Data parallelism: training on a mesh of 4 fake CPU devices equals training on one device.
 
-The device count must be set before JAX initialises, so the check runs in a subprocess.
+The device count must be set before JAX initialises, so the checks run in a subprocess: the
+MLP with one step per call, and the CNN (custom conv/pool gradients) with several steps per
+call (`lax.scan`, batches stacked and split along their second axis). Many processes: see
+tests/test_multihost.py.
 """
 
 import os
 import subprocess
 import sys
 import textwrap
+
+import jax
+import numpy as np
+
+from unlearn_jax import parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,22 +27,25 @@ SCRIPT = textwrap.dedent("""
     data = {"image": rng.integers(0, 256, (40, 8, 8, 1), dtype=np.uint8),
             "label": rng.integers(0, 4, 40).astype(np.int32)}
     sampler = pipeline.EpochSampler(data, batch_size=8, seed=0)
-    model = models.get("mlp", 4, hidden=(16,))
-    results = []
-    for devices in (jax.devices()[:1], jax.devices()):
-      mesh = parallel.make_mesh(devices)
-      state = train.create_state(model, jax.random.key(0), (8, 8, 1),
-                                 train.make_optimizer("sgd", 0.1, 10))
-      state, _ = train.fit(state, sampler.batch, 10, name="mesh", mesh=mesh, seed=0)
-      logits = train.predict(state, data, batch_size=12, mesh=mesh)
-      results.append((jax.device_get(state.params), logits))
-      if len(devices) == 4:
-        kernel = jax.tree.leaves(state.params)[0]
-        assert len(kernel.sharding.device_set) == 4, kernel.sharding
-    (p1, l1), (p4, l4) = results
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), p1, p4)
-    np.testing.assert_allclose(l1, l4, rtol=1e-5, atol=1e-5)
-    print("EQUAL")
+    for name, kwargs, steps_per_call in (("mlp", {"hidden": (16,)}, 1),
+                                         ("cnn", {"features": (4, 8), "dense": 16}, 3)):
+      model = models.get(name, 4, **kwargs)
+      results = []
+      for devices in (jax.devices()[:1], jax.devices()):
+        mesh = parallel.make_mesh(devices)
+        state = train.create_state(model, jax.random.key(0), (8, 8, 1),
+                                   train.make_optimizer("sgd", 0.1, 10))
+        state, _ = train.fit(state, sampler.batch, 10, name="mesh", mesh=mesh, seed=0,
+                             log_every=5, steps_per_call=steps_per_call)
+        logits = train.predict(state, data, batch_size=12, mesh=mesh)
+        results.append((jax.device_get(state.params), logits))
+        if len(devices) == 4:
+          kernel = jax.tree.leaves(state.params)[0]
+          assert len(kernel.sharding.device_set) == 4, kernel.sharding
+      (p1, l1), (p4, l4) = results
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), p1, p4)
+      np.testing.assert_allclose(l1, l4, rtol=1e-5, atol=1e-5)
+      print("EQUAL", name)
 """)
 
 
@@ -44,4 +55,19 @@ def test_four_devices_match_one_device():
   result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "EQUAL" in result.stdout
+  assert "EQUAL mlp" in result.stdout and "EQUAL cnn" in result.stdout
+
+
+def test_replicate_and_to_host_on_one_process():
+  mesh = parallel.make_mesh()
+  tree = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}
+  placed = parallel.replicate(tree, mesh)
+  assert all(leaf.sharding.is_equivalent_to(parallel.replicated(mesh), leaf.ndim)
+             for leaf in jax.tree.leaves(placed))
+  copied = parallel.replicate(placed, mesh, copy=True)
+  assert copied["w"] is not placed["w"]
+  host = parallel.to_host(placed)
+  assert isinstance(host["w"], np.ndarray)
+  np.testing.assert_array_equal(host["w"], tree["w"])
+  batch = parallel.global_batch({"x": np.arange(8.0).reshape(4, 2)}, mesh)
+  np.testing.assert_array_equal(parallel.to_host(batch)["x"], np.arange(8.0).reshape(4, 2))

@@ -169,16 +169,70 @@ jit_train_step = jax.jit(train_step, donate_argnums=0)
 jit_predict_step = jax.jit(predict_step, static_argnums=0)
 
 
+def train_steps(state: TrainState, batches: dict[str, jax.Array],
+                base_key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+  """`train_step` on each batch along the leading axis of `batches` (steps, batch, ...).
+
+  One `lax.scan`, so one call runs several steps: Python dispatch and the allocation (and page
+  faulting) of XLA's temporary buffers are paid once per call, not once per step. The results
+  equal as many calls of `train_step` (same order, same `fold_in(base_key, step)` randomness);
+  metrics come back with a leading steps axis.
+
+  Use it for models whose gradients avoid XLA's own convolution transposes (mlp, the cnn with
+  its custom VJP): on XLA:CPU those fall back to a naive loop inside a scan body (resnet18's
+  `nn.Conv` backward ran ~50x slower there).
+  """
+  return jax.lax.scan(lambda carry, batch: train_step(carry, batch, base_key), state, batches)
+
+
+jit_train_steps = jax.jit(train_steps, donate_argnums=0)
+
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+class CompileCounter:
+  """Counts XLA compilations (and their seconds) while active: `with CompileCounter() as c:`.
+
+  Listens to JAX's backend-compile monitoring event, so it sees every jit, pmap and eager-op
+  compilation in the process (persistent-cache hits are not compilations). `names` lists the
+  compiled functions in order; `mark()` returns the count so far, to attribute compilations to
+  the stretch of code between two marks.
+  """
+
+  def __init__(self):
+    self.names: list[str] = []
+    self.seconds = 0.0
+
+  @property
+  def count(self) -> int:
+    return len(self.names)
+
+  def mark(self) -> int:
+    return self.count
+
+  def _listen(self, event: str, duration: float, **kwargs) -> None:
+    if event == BACKEND_COMPILE_EVENT:
+      self.names.append(str(kwargs.get("fun_name", "?")))
+      self.seconds += float(duration)
+
+  def __enter__(self) -> "CompileCounter":
+    jax.monitoring.register_event_duration_secs_listener(self._listen)
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
 def predict(state: TrainState, data: dict[str, np.ndarray], batch_size: int,
             mesh: jax.sharding.Mesh) -> np.ndarray:
   """Logits (N, classes) for every example of `data`, in order; padding rows are dropped."""
   batch_size = parallel.round_up(min(batch_size, max(len(data["image"]), 1)), mesh)
-  variables = jax.device_put(state.variables(), parallel.replicated(mesh))
+  variables = parallel.replicate(state.variables(), mesh)
   outputs = []
   for batch, real in pipeline.eval_batches(data, batch_size):
     logits = jit_predict_step(state.apply_fn, variables,
                               parallel.global_batch(batch, mesh)["image"])
-    outputs.append(np.asarray(jax.device_get(logits))[:real])
+    outputs.append(parallel.to_host(logits)[:real])  # gathered from every process
   if not outputs:
     return np.zeros((0, 0), np.float32)
   return np.concatenate(outputs)
@@ -254,7 +308,8 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
         name: str, mesh: jax.sharding.Mesh, seed: int, checkpoint_dir: str | None = None,
         checkpoint_every: int = 500, log_every: int = 50,
         writer: MetricWriter | None = None, step_fn: Callable | None = None,
-        put_batch: Callable | None = None) -> tuple[TrainState, dict[str, Any]]:
+        put_batch: Callable | None = None, steps_per_call: int = 1,
+        multi_step_fn: Callable | None = None) -> tuple[TrainState, dict[str, Any]]:
   """Runs `num_steps` train steps, batch `batch_fn(step)` at each, resuming from checkpoints.
 
   Args:
@@ -273,16 +328,32 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
       extra arrays (e.g. a teacher's parameters) with functools.partial so they stay arguments.
     put_batch: `(host_batch, mesh) -> device batch`; default `parallel.global_batch` (an
       ensemble passes one that splits axis 1 of its stacked batches).
+    steps_per_call: run up to this many steps per call of `multi_step_fn`, on the host
+      batches of those steps stacked along a new leading axis and split across the mesh along
+      axis 1 (see `train_steps`). A call never
+      spans a logging or checkpoint step, so results, logs, checkpoints and resumption are those
+      of one step per call; steps left over before such a boundary run one at a time.
+    multi_step_fn: `(state, stacked_batches, base_key) -> (state, metrics)` with metrics of a
+      leading steps axis; default `jit_train_steps` when `step_fn` is the default.
 
   Returns:
     The final state and info: steps run now, wall time, examples/s, final loss, resumed step.
 
   Raises:
+    ValueError: `steps_per_call` > 1 with a custom `put_batch`, or with a custom `step_fn` but
+      no `multi_step_fn`.
     DivergedError: naming the first step whose loss was not finite.
     preemption.Preempted: after SIGTERM (see unlearn_jax/preemption.py), once the state of
       the current step is checkpointed.
     CorruptCheckpointError: when no checkpoint in `checkpoint_dir` reads back.
   """
+  steps_per_call = max(int(steps_per_call), 1)
+  if steps_per_call > 1:
+    if put_batch is not None or (step_fn is not None and multi_step_fn is None):
+      raise ValueError("fit: steps_per_call > 1 needs the default put_batch, and a "
+                       "multi_step_fn (the update scanned over stacked batches) with a custom "
+                       "step_fn")
+    multi_step_fn = multi_step_fn or jit_train_steps
   manager = checkpoint_manager(checkpoint_dir) if checkpoint_dir else None
   try:
     start = 0
@@ -296,9 +367,10 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
       return state, info
     # A copy: the step donates its input, and the caller's state (e.g. the original model an
     # unlearning method starts from) must survive.
-    state = jax.device_put(state, parallel.replicated(mesh), may_alias=False)
+    state = parallel.replicate(state, mesh, copy=True)
     loop = _Loop(name, num_steps, start, mesh, jax.random.key(seed), step_fn or jit_train_step,
-                 put_batch or parallel.global_batch, manager, checkpoint_every, log_every, writer)
+                 put_batch or parallel.global_batch, manager, checkpoint_every, log_every, writer,
+                 steps_per_call=steps_per_call, multi_step_fn=multi_step_fn)
     state = loop.run(state, batch_fn)
     info.update(wall_s=loop.wall_s, examples_per_s=loop.examples / max(loop.wall_s, 1e-9),
                 final_loss=loop.last_loss)
@@ -323,6 +395,8 @@ class _Loop:
   checkpoint_every: int
   log_every: int
   writer: MetricWriter | None
+  steps_per_call: int = 1
+  multi_step_fn: Callable | None = None
   last_loss: float = float("nan")
   examples: int = 0
   wall_s: float = 0.0
@@ -331,14 +405,22 @@ class _Loop:
     pending: list[tuple[int, dict[str, jax.Array]]] = []
     t0 = last_time = time.perf_counter()
     last_examples = 0
-    for step in range(self.start, self.num_steps):
-      host_batch = batch_fn(step)
-      state, metrics = self.step_fn(state, self.put_batch(host_batch, self.mesh),
-                                    self.base_key)
+    step = self.start
+    while step < self.num_steps:
+      count = self._steps_in_call(step)
+      if count == 1:
+        host_batch = batch_fn(step)
+        state, metrics = self.step_fn(state, self.put_batch(host_batch, self.mesh),
+                                      self.base_key)
+      else:
+        host_batches = [batch_fn(s) for s in range(step, step + count)]
+        host_batch = {key: np.stack([b[key] for b in host_batches]) for key in host_batches[0]}
+        state, metrics = self.multi_step_fn(
+            state, parallel.global_batch(host_batch, self.mesh, axis=1), self.base_key)
       pending.append((step, metrics))
       # All members' examples for an ensemble (weight is (members, batch) there).
       self.examples += host_batch["weight" if "weight" in host_batch else "label"].size
-      done = step + 1
+      done = step = step + count
       stop = preemption.requested()
       should_log = done % self.log_every == 0 or done == self.num_steps
       should_save = self.manager is not None and (
@@ -360,6 +442,19 @@ class _Loop:
     self.wall_s = time.perf_counter() - t0
     return state
 
+  def _steps_in_call(self, step: int) -> int:
+    """Steps of the call starting at `step`: `steps_per_call`, or 1 where a full call would
+    pass the end or run over a logging/checkpoint step (so those happen exactly as with one
+    step per call)."""
+    count = self.steps_per_call
+    if count == 1 or step + count > self.num_steps:
+      return 1
+    for done in range(step + 1, step + count):
+      if done % self.log_every == 0 or (self.manager is not None
+                                        and done % self.checkpoint_every == 0):
+        return 1
+    return count
+
   def _log(self, done: int, rate: float, eta: float) -> None:
     logging.info("[%s] step %d/%d (%3.0f%%) loss %.4f  %.0f ex/s  ETA %s", self.name, done,
                  self.num_steps, 100 * done / self.num_steps, self.last_loss, rate,
@@ -369,11 +464,18 @@ class _Loop:
 
 
 def _check_finite(name: str, pending: list[tuple[int, dict[str, jax.Array]]]) -> float:
-  """Raises at the first non-finite loss among the pending steps; returns the last loss."""
-  losses = np.asarray(jax.device_get([m["loss"] for _, m in pending]), np.float64)
+  """Raises at the first non-finite loss among the pending steps; returns the last loss.
+
+  `pending` holds (first step, metrics) per call; a multi-step call's loss has one entry per step.
+  """
+  per_call = [np.asarray(loss, np.float64).reshape(-1)
+              for loss in jax.device_get([m["loss"] for _, m in pending])]
+  losses = np.concatenate(per_call)
+  steps = np.concatenate([first + np.arange(len(loss))
+                          for (first, _), loss in zip(pending, per_call)])
   bad = np.flatnonzero(~np.isfinite(losses))
   if len(bad):
-    step = pending[bad[0]][0]
+    step = int(steps[bad[0]])
     raise DivergedError(f"[{name}] loss became non-finite ({losses[bad[0]]}) at step "
                         f"{step + 1}; lower the learning rate or check the data", step + 1)
   return float(losses[-1])
@@ -386,11 +488,13 @@ def train_from_scratch(init_state: TrainState, data: dict[str, np.ndarray], reci
   """Trains `init_state` on `data` with the `config.train` recipe (epochs, batch, optimiser).
 
   Batch order and per-step randomness come from `seed`; everything a reference model
-  (original / retrain / clean) needs, and what the `retrain` method runs.
+  (original / retrain / clean) needs, and what the `retrain` method runs. A recipe field
+  `steps_per_call` (default 1) runs that many steps per call (see `fit`, `train_steps`).
   """
   sampler = pipeline.EpochSampler(data, int(recipe.batch_size), seed)
   num_steps = int(recipe.epochs) * sampler.steps_per_epoch
   state = init_state.with_optimizer(optimizer_from_config(recipe, num_steps))
   return fit(state, sampler.batch, num_steps, name=name, mesh=mesh, seed=seed,
              checkpoint_dir=checkpoint_dir, checkpoint_every=recipe.checkpoint_every,
-             log_every=recipe.log_every, writer=writer)
+             log_every=recipe.log_every, writer=writer,
+             steps_per_call=int(getattr(recipe, "steps_per_call", 1)))
