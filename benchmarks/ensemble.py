@@ -19,15 +19,6 @@ from absl import app, flags
 from benchmarks import timing
 from unlearn_jax import defaults, ensemble, models, parallel
 
-FLAGS = flags.DEFINE_string("model", "mlp", "model name (mlp, cnn, resnet18)")
-_MEMBERS = flags.DEFINE_integer("members", 8, "models trained at once")
-_EXAMPLES = flags.DEFINE_integer("examples", 2048, "training examples per model")
-_EPOCHS = flags.DEFINE_integer("epochs", 2, "epochs per model")
-_BATCH = flags.DEFINE_integer("batch_size", 128, "batch size")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "timed repetitions of each path")
-_HIDDEN = flags.DEFINE_integer("hidden", 0, "mlp only: width of its two hidden layers (0: default)")
-
-
 def compare(model_name: str, members: int = 8, examples: int = 2048, epochs: int = 2,
             batch_size: int = 128, repeats: int = 3, model_kwargs: dict | None = None
             ) -> dict[str, Any]:
@@ -61,14 +52,23 @@ def compare(model_name: str, members: int = 8, examples: int = 2048, epochs: int
 
 def main(argv):
   del argv
-  kwargs = {"hidden": (_HIDDEN.value,) * 2} if _HIDDEN.value else {}
-  result = compare(FLAGS.value, _MEMBERS.value, _EXAMPLES.value, _EPOCHS.value, _BATCH.value,
-                   _REPEATS.value, kwargs)
-  print(f"{FLAGS.value}: {_MEMBERS.value} models × {result['steps']} steps (batch "
-        f"{_BATCH.value}) on {jax.devices()[0].platform}: vmapped "
+  flag = flags.FLAGS
+  kwargs = {"hidden": (flag.hidden,) * 2} if flag.hidden else {}
+  result = compare(flag.model, flag.members, flag.examples, flag.epochs, flag.batch_size,
+                   flag.repeats, kwargs)
+  print(f"{flag.model}: {flag.members} models × {result['steps']} steps (batch "
+        f"{flag.batch_size}) on {jax.devices()[0].platform}: vmapped "
         f"{result['vmapped']['median']:.2f} s, loop {result['loop']['median']:.2f} s (medians of "
-        f"{_REPEATS.value}); loop / vmapped = {result['loop_over_vmapped']:.2f}")
+        f"{flag.repeats}); loop / vmapped = {result['loop_over_vmapped']:.2f}")
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: benchmarks/run.py imports `compare` and has its own flags.
+  flags.DEFINE_string("model", "mlp", "model name (mlp, cnn, resnet18)")
+  flags.DEFINE_integer("members", 8, "models trained at once")
+  flags.DEFINE_integer("examples", 2048, "training examples per model")
+  flags.DEFINE_integer("epochs", 2, "epochs per model")
+  flags.DEFINE_integer("batch_size", 128, "batch size")
+  flags.DEFINE_integer("repeats", 3, "timed repetitions of each path")
+  flags.DEFINE_integer("hidden", 0, "mlp only: width of its two hidden layers (0: default)")
   app.run(main)

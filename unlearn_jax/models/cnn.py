@@ -1,22 +1,34 @@
-"""Small two-block convolutional network for MNIST/CIFAR-sized images, with a fast CPU gradient.
+"""Small two-block convolutional network for MNIST/CIFAR-sized images, with fast CPU gradients.
 
 The network is (3x3 conv 'SAME' + ReLU + 2x2 max pool) per entry of `features`, then Dense +
 ReLU, then Dense to logits: the same parameter tree (`Conv_i/{kernel,bias}`, `Dense_j/...`),
-initialisation and outputs as the plain `flax.linen.Conv`/`nn.max_pool` stack, but it is written
-so that XLA:CPU runs its train step several times faster:
+initialisation and outputs (up to float summation order) as the plain `nn.Conv` / `nn.max_pool`
+/ `nn.Dense` stack, written so that XLA:CPU trains it ~3x faster (measurements in
+benchmarks/RESULTS.md; at batch 256 on 2 cores the step went from ~260 ms to ~80 ms):
 
-* **Kernel gradient as one matrix product.** Left to autodiff, the kernel gradient of a conv is
-  another convolution, with the batch as its feature axis and a 14x14 window; XLA:CPU has no fast
-  kernel for it (it took about half of the whole train step, ~140 ms of ~300 ms at batch 256 on
-  2 cores), and inside a `lax.scan` body it falls back to a naive loop (~50x slower still).
-  `conv_same` has a custom VJP: the input gradient is an ordinary forward convolution with the
-  flipped kernel, and the kernel gradient is `patches(x)^T @ g`, one matrix product over
-  the (N*H*W, kh*kw*C) im2col patches.
-* **Pool before bias and ReLU.** max_pool(relu(y + b)) == relu(max_pool(y) + b) exactly (adding
-  a per-channel constant and ReLU are monotone, so they commute with the max, and float rounding
+* **Convolutions on Eigen, not YNNPACK** (`parallel.EIGEN_CONVOLUTIONS_FLAG`): jaxlib's default
+  runs convolutions single-threaded, and kernel gradients ~6x slower.
+* **Kernel gradients written out** (`conv_same`'s custom VJP). Autodiff's kernel gradient is a
+  convolution with the batch as its feature axis; XLA:CPU canonicalises its layout with
+  transposes outside loops, but runs it as a naive loop inside a `lax.scan` body (~50x slower),
+  which ruled out several steps per call. Here it is written in the canonical layout (any
+  context), as one im2col matrix product when a call holds a single image (per-example
+  gradients: a batched matrix product instead of a grouped convolution), and as im2col when
+  convolutions run on YNNPACK. The input gradient is the forward convolution of the flipped
+  kernel.
+* **A first layer without a library convolution.** With 1-3 input channels the convolution is
+  kh*kw*C broadcast multiply-adds in one fused loop (1.6 ms against 7.9 ms on MNIST at batch 256).
+* **Pool before bias and ReLU.** max_pool(relu(y + b)) == relu(max_pool(y) + b) exactly (adding a
+  per-channel constant and ReLU are monotone, so they commute with the max, and float rounding
   is monotone too), so the bias and the ReLU touch a quarter of the elements.
-* **Pooling by reshape.** `max_pool_2x2` is a reshape + max: XLA:CPU's reduce_window backward pass
-  is very slow.
+* **Pooling by reshape, with a one-pass gradient.** XLA:CPU's reduce_window backward pass is very
+  slow; autodiff of the reshape + max materialises float masks and tie counts in separate
+  passes.
+* **Dense kernel gradients in their own layout.** Autodiff forms x^T g transposed and then copies
+  it; vmapped for per-example gradients that copy of every example's (I, O) gradient dominated.
+
+Every custom gradient is checked against autodiff of Flax's own layers, also under `vmap`,
+forward-over-reverse and reverse-over-reverse (tests/test_compile.py).
 """
 
 from __future__ import annotations
@@ -121,8 +133,9 @@ def _kernel_grad_conv(x: jax.Array, cotangent: jax.Array,
                       kernel_size: tuple[int, int]) -> jax.Array:
   """The kernel gradient as a convolution written in XLA:CPU's canonical layout.
 
-  dK[i, j, c, o] = sum_{n,h,w} x_pad[n, h+i, w+j, c] * g[n, h, w, o]: a 'VALID' convolution of
-  x (channels as batch, images as features) with g (images as input features) as the kernel.
+  dK[i, j, c, o] = sum_{n,h,w} x_pad[n, h+i, w+j, c] * g[n, h, w, o]: a convolution of x,
+  padded as the forward pass pads it (channels as batch, images as features), with g (images as
+  input features, an H x W window) as the kernel.
   Autodiff emits the same convolution in another layout, which XLA:CPU canonicalises with
   transposes outside loops but runs with a naive loop inside a `lax.scan` body; written
   canonically here, it runs on Eigen's multi-threaded convolution in both.
