@@ -71,3 +71,24 @@ def test_replicate_and_to_host_on_one_process():
   np.testing.assert_array_equal(host["w"], tree["w"])
   batch = parallel.global_batch({"x": np.arange(8.0).reshape(4, 2)}, mesh)
   np.testing.assert_array_equal(parallel.to_host(batch)["x"], np.arange(8.0).reshape(4, 2))
+
+
+def test_this_process_runs_convolutions_on_eigen():
+  # parallel.py added the flag before JAX started (conftest imports nothing that starts it).
+  assert parallel.EIGEN_CONVOLUTIONS_FLAG in os.environ.get("XLA_FLAGS", "").split()
+  assert not parallel.ynn_convolutions()
+
+
+def test_ynn_convolutions_reads_the_flag(monkeypatch):
+  name = "--xla_cpu_experimental_ynn_fusion_type="
+  for flags, expected in [("", True), ("--xla_force_host_platform_device_count=4", True),
+                          (f"{name}-individual_convolution", False), (f"{name}", False),
+                          (f"{name}-reduce", True), (f"{name}dot,individual_convolution", True),
+                          (f"{name}dot,eltwise", False),
+                          (f"{name}-reduce {name}-individual_convolution", False)]:
+    monkeypatch.setenv("XLA_FLAGS", flags)
+    assert parallel.ynn_convolutions() is expected, flags
+  # A flag set by the user is left alone.
+  monkeypatch.setenv("XLA_FLAGS", f"{name}-reduce")
+  assert parallel.configure_xla_cpu() is False
+  assert os.environ["XLA_FLAGS"] == f"{name}-reduce"

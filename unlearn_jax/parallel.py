@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
 
-# XLA:CPU (jaxlib >= 0.9) sends convolutions to YNNPACK, which runs them on one thread and
+# XLA:CPU (jaxlib 0.10) sends convolutions to YNNPACK, which runs them on one thread and
 # computes kernel gradients (a convolution with a 14x14 window over the batch) ~6x slower than
 # Eigen's multi-threaded convolutions: the CNN's train step took ~260 ms instead of ~100 ms at
 # batch 256 on 2 cores. This flag keeps YNNPACK for everything else and gives convolutions back
@@ -62,7 +62,8 @@ def configure_xla_cpu() -> bool:
   flags = os.environ.get("XLA_FLAGS", "")
   if _YNN_FLAG_NAME in flags:
     return EIGEN_CONVOLUTIONS_FLAG in flags.split()
-  if os.environ.get("UNLEARN_JAX_XLA_CPU_DEFAULTS", "1") == "0" or not _jaxlib_at_least(0, 9):
+  # Older jaxlibs may not know the flag, and XLA aborts on unknown flags.
+  if os.environ.get("UNLEARN_JAX_XLA_CPU_DEFAULTS", "1") == "0" or not _jaxlib_at_least(0, 10):
     return False
   from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
   if xla_bridge.backends_are_initialized():
@@ -77,8 +78,8 @@ def ynn_convolutions() -> bool:
   Read from XLA_FLAGS as `configure_xla_cpu` left it; models choose their gradient formulas by
   it (see models/cnn.py).
   """
-  if not _jaxlib_at_least(0, 9):
-    return False
+  if not _jaxlib_at_least(0, 10):
+    return False  # assumed: no YNNPACK convolutions before jaxlib 0.10 (not checked)
   values = None
   for flag in os.environ.get("XLA_FLAGS", "").split():
     if flag.startswith(_YNN_FLAG_NAME):
