@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from conftest import make_toy_unlearning
@@ -70,6 +71,56 @@ def test_training_compiles_only_before_its_first_step(name, steps_per_call):
   assert after_first_step == 0, counter.names
   assert compiled_steps == ["jit(train_step)" if steps_per_call == 1 else "jit(train_steps)"]
   assert again == []
+
+
+def test_runs_of_other_lengths_share_the_cosine_train_step():
+  model = models.get("mlp", 4, **TINY["mlp"])
+  mesh = parallel.make_mesh()
+  recipe = _recipe()
+  recipe.schedule = "cosine"
+  data = _data(96)
+  sampler = pipeline.EpochSampler(data, recipe.batch_size, 0)
+  init = train.create_state(model, jax.random.key(0), (12, 12, 1))
+  short, _ = train.fit(init.with_optimizer(train.optimizer_from_config(recipe, 6)), sampler.batch,
+                       6, name="short", mesh=mesh, seed=0)
+  with train.CompileCounter() as counter:
+    long, _ = train.fit(init.with_optimizer(train.optimizer_from_config(recipe, 10)),
+                        sampler.batch, 10, name="long", mesh=mesh, seed=0)
+  assert counter.names == []
+  # Each run still decays over its own length: the first 6 steps of the 10-step run took
+  # larger steps than the 6-step run, which reached lr 0 at its end.
+  long6, _ = train.fit(init.with_optimizer(train.optimizer_from_config(recipe, 10)),
+                       sampler.batch, 6, name="long6", mesh=mesh, seed=0)
+  assert not np.allclose(jax.tree.leaves(short.params)[0], jax.tree.leaves(long6.params)[0])
+  assert int(long.opt_state[-1].total_steps) == 10
+  assert int(short.opt_state[-1].total_steps) == 6
+
+
+def test_cosine_optimiser_matches_optax_schedules():
+  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.ones(3)}
+  grads = [jax.tree.map(lambda x, i=i: jnp.sin(x * (i + 1.0)) + 0.1 * i, params) for i in range(8)]
+  lr, total, wd = 0.1, 5, 1e-3  # 8 updates past a length of 5: the lr stays at 0 after step 5.
+  schedule = optax.cosine_decay_schedule(lr, total)
+  references = {
+      "sgd": optax.chain(optax.add_decayed_weights(wd), optax.sgd(schedule, momentum=0.9)),
+      "adam": optax.chain(optax.add_decayed_weights(wd), optax.adam(schedule)),
+      "adamw": optax.adamw(schedule, weight_decay=wd)}
+  for name, reference in references.items():
+    ours = train.make_optimizer(name, lr, total, momentum=0.9, weight_decay=wd,
+                                schedule="cosine")
+    results = []
+    for tx in (reference, ours):
+      p, state = params, tx.init(params)
+      for g in grads:
+        updates, state = tx.update(g, state, p)
+        p = optax.apply_updates(p, updates)
+      results.append(p)
+    for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7, err_msg=name)
+  other = train.make_optimizer("sgd", lr, 9, schedule="cosine")
+  same = train.make_optimizer("sgd", lr, total, schedule="cosine")
+  assert other == same and hash(other) == hash(same)  # one static structure for jit
+  assert other != train.make_optimizer("sgd", 2 * lr, 9, schedule="cosine")
 
 
 def test_compile_counter_sees_each_new_shape_once():

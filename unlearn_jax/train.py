@@ -14,7 +14,7 @@ import functools
 import os
 import shutil
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax
 import jax
@@ -65,25 +65,92 @@ class TrainState(struct.PyTreeNode):
     return self.replace(tx=tx, opt_state=tx.init(self.params), step=jnp.zeros((), jnp.int32))
 
 
+class CosineState(NamedTuple):
+  """State of `scale_by_cosine_lr`: the step count and the run's length (an array, not static)."""
+  count: jax.Array
+  total_steps: jax.Array
+
+
+def scale_by_cosine_lr(lr: float) -> optax.GradientTransformation:
+  """Scales updates by −lr · ½(1 + cos(π · min(t, T) / T)), T read from the optimiser state.
+
+  The same decay as `optax.cosine_decay_schedule(lr, T)`, but T lives in the state (set by
+  `make_optimizer`'s init) instead of in the traced function, so runs of any length share one
+  compiled step.
+  """
+
+  def init(params):
+    del params
+    return CosineState(count=jnp.zeros((), jnp.int32), total_steps=jnp.ones((), jnp.int32))
+
+  def update(updates, state, params=None):
+    del params
+    total = state.total_steps.astype(jnp.float32)
+    count = jnp.minimum(state.count.astype(jnp.float32), total)
+    scale = -lr * 0.5 * (1.0 + jnp.cos(jnp.pi * count / total))
+    updates = jax.tree.map(lambda u: (scale * u).astype(u.dtype), updates)
+    return updates, CosineState(count=optax.safe_int32_increment(state.count),
+                                total_steps=state.total_steps)
+
+  return optax.GradientTransformation(init, update)
+
+
+class _LengthFreeOptimizer(optax.GradientTransformation):
+  """An optimiser whose run length is only in its initial state.
+
+  Objects that share `update` compare (and hash) equal, so `TrainState`s of runs of different
+  lengths are the same static structure to `jax.jit`: one compilation serves them all.
+  """
+  __slots__ = ()
+
+  def __eq__(self, other):
+    return isinstance(other, _LengthFreeOptimizer) and self.update is other.update
+
+  def __ne__(self, other):
+    return not self == other
+
+  def __hash__(self):
+    return hash(self.update)
+
+
+@functools.lru_cache(maxsize=None)
+def _base_optimizer(name: str, lr: float, momentum: float, weight_decay: float,
+                    cosine: bool) -> optax.GradientTransformation:
+  """The optimiser without its run length (constant lr, or `scale_by_cosine_lr` last)."""
+  scale = scale_by_cosine_lr(lr) if cosine else optax.scale_by_learning_rate(lr)
+  if name == "sgd":
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.trace(decay=momentum) if momentum else optax.identity(), scale)
+  if name == "adam":
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.scale_by_adam(), scale)
+  if name == "adamw":
+    return optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(weight_decay), scale)
+  raise ValueError(f"optimizer={name!r}: must be one of sgd, adam, adamw")
+
+
 @functools.lru_cache(maxsize=None)
 def make_optimizer(name: str, lr: float, total_steps: int, *, momentum: float = 0.9,
                    weight_decay: float = 0.0, schedule: str = "constant"
                    ) -> optax.GradientTransformation:
-  """An optax optimiser; cached so equal recipes share one object (and one compiled step)."""
-  if schedule == "cosine":
-    learning_rate = optax.cosine_decay_schedule(lr, max(total_steps, 1))
-  elif schedule == "constant":
-    learning_rate = lr
-  else:
+  """An optax optimiser (SGD with momentum, Adam with L2 decay, or AdamW).
+
+  `schedule='cosine'` decays the learning rate to 0 over `total_steps`; the length is kept in the
+  optimiser state, so equal recipes of any length share one object's `update` and one compiled
+  train step. Equal recipes return the same (cached) object.
+  """
+  if schedule not in ("constant", "cosine"):
     raise ValueError(f"schedule={schedule!r}: must be 'constant' or 'cosine'")
-  if name == "sgd":
-    return optax.chain(optax.add_decayed_weights(weight_decay),
-                       optax.sgd(learning_rate, momentum=momentum or None))
-  if name == "adam":
-    return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(learning_rate))
-  if name == "adamw":
-    return optax.adamw(learning_rate, weight_decay=weight_decay)
-  raise ValueError(f"optimizer={name!r}: must be one of sgd, adam, adamw")
+  base = _base_optimizer(name, float(lr), float(momentum), float(weight_decay),
+                         schedule == "cosine")
+  if schedule == "constant":
+    return base
+  total = max(int(total_steps), 1)
+
+  def init(params):
+    state = base.init(params)
+    return state[:-1] + (state[-1]._replace(total_steps=jnp.asarray(total, jnp.int32)),)
+
+  return _LengthFreeOptimizer(init, base.update)
 
 
 def optimizer_from_config(train_config, total_steps: int) -> optax.GradientTransformation:
