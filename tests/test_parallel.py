@@ -7,16 +7,13 @@ tests/test_multihost.py.
 """
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import jax
 import numpy as np
 
+from devices import run_on_cpu_devices
 from unlearn_jax import parallel
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent("""
     import jax, numpy as np
@@ -50,12 +47,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_four_devices_match_one_device():
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-         "JAX_PLATFORMS": "cpu"}
-  result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "EQUAL mlp" in result.stdout and "EQUAL cnn" in result.stdout
+  stdout = run_on_cpu_devices(SCRIPT, num_devices=4)
+  assert "EQUAL mlp" in stdout and "EQUAL cnn" in stdout
 
 
 def test_replicate_and_to_host_on_one_process():

@@ -8,9 +8,6 @@ tiny block-masked one built from the embedded MNIST subset (real digits).
 """
 
 import functools
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -20,7 +17,7 @@ import optax
 import pytest
 from skimage.metrics import structural_similarity
 
-from conftest import ROOT
+from devices import run_on_cpu_devices
 
 from unlearn_jax import defaults, models, train
 from unlearn_jax.data import sed as sed_lib
@@ -250,12 +247,7 @@ MESH_SCRIPT = textwrap.dedent("""
 
 def test_scores_on_four_devices_equal_scores_on_one():
   # Per-example conv gradients are where XLA's own partitioning went wrong (see detect.py).
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-         "JAX_PLATFORMS": "cpu"}
-  result = subprocess.run([sys.executable, "-c", MESH_SCRIPT], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "EQUAL" in result.stdout
+  assert "EQUAL" in run_on_cpu_devices(MESH_SCRIPT, num_devices=4)
 
 
 @pytest.mark.parametrize("kwargs, match", [
