@@ -32,9 +32,10 @@ from unlearn_jax.evaluate import evaluator, metrics, mia
 from unlearn_jax.report import tables
 
 # Config fields that may change between runs into the same workdir: they do not affect any
-# checkpoint (methods may be added; their own settings must stay the same).
-RERUN_SAFE_FIELDS = ("methods", "data_dir", "train.log_every", "train.checkpoint_every", "eval",
-                     "overwrite")
+# checkpoint (methods may be added; their own settings must stay the same). `steps_per_call`
+# changes how steps are dispatched, not their results (and workdirs from before it lack it).
+RERUN_SAFE_FIELDS = ("methods", "data_dir", "train.log_every", "train.checkpoint_every",
+                     "train.steps_per_call", "eval", "overwrite")
 # What a study writes into its workdir (deleted by `overwrite=True`).
 WORKDIR_ENTRIES = ("config.json", "data", "checkpoints", "metrics.jsonl", "report", "recon")
 
@@ -57,16 +58,29 @@ class Context:
 
   def progress(self) -> str:
     """'model 3 of 7, study ETA 2m10s' for the stage lines."""
-    done, total = self.models_done, self.models_total
-    elapsed = time.perf_counter() - self.started
-    eta = f", study ETA {utils.format_seconds(elapsed / done * (total - done))}" if done else ""
-    return f"model {done + 1} of {total}{eta}"
+    return progress_line(self.models_done, self.models_total, self.started)
 
   def checkpoint_dir(self, name: str, seed: int) -> str:
     return os.path.join(self.workdir, "checkpoints", name, f"seed_{seed}")
 
   def init_state(self, rng: jax.Array) -> train.TrainState:
     return train.create_state(self.model, rng, self.sed.train["image"].shape[1:])
+
+
+def progress_line(done: int, total: int, started: float) -> str:
+  """'model 3 of 7, study ETA 2m10s': the progress part of a study's stage lines.
+
+  Args:
+    done: models finished so far.
+    total: models the study trains or unlearns in all.
+    started: `time.perf_counter()` when the study began.
+
+  Returns:
+    The line; the ETA (mean time per finished model times those left) from the first model on.
+  """
+  elapsed = time.perf_counter() - started
+  eta = f", study ETA {utils.format_seconds(elapsed / done * (total - done))}" if done else ""
+  return f"model {done + 1} of {total}{eta}"
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -104,7 +118,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     summary["recon_failures"] = context.recon_failures
   report = tables.write(workdir, summary, records, per_target)
   logging.info("report written to %s", os.path.join(workdir, "report"))
-  print(report, flush=True)
+  if utils.is_main_process():  # one copy of the report, not one per process
+    print(report, flush=True)
   return summary
 
 
@@ -317,19 +332,16 @@ def run_remedy(context: Context, name: str, states: dict[str, train.TrainState],
   logging.info("stage: remedy %s/seed_%d (%d neighbours, precision %.2f, recall %.2f; "
                "|forget|=%d, |retain|=%d; %s)", name, seed, len(rows), removed["precision"],
                removed["recall"], len(forget["label"]), len(retain["label"]), context.progress())
+  if base == "retrain":  # the `clean` reference's recipe, seed and checkpoint layout
+    state, time_s = train_reference(context, name, retain, seed, seed)
+    return state, time_s, removed
   start = time.perf_counter()
-  if base == "retrain":
-    state, info = train.train_from_scratch(
-        context.init_state(jax.random.fold_in(jax.random.key(seed), 1)), retain, config.train,
-        seed, name=f"{name}/seed_{seed}", mesh=context.mesh, checkpoint_dir=directory,
-        writer=context.writer)
-  else:
-    data = methods.UnlearnData(
-        forget=forget, retain=retain, mesh=context.mesh, seed=seed,
-        num_classes=context.num_classes, init_state=context.init_state,
-        checkpoint_dir=directory, writer=context.writer, val=sed.test)
-    state, info = methods.call(base, states["original"], data, config,
-                               jax.random.fold_in(jax.random.key(seed), 2))
+  data = methods.UnlearnData(
+      forget=forget, retain=retain, mesh=context.mesh, seed=seed,
+      num_classes=context.num_classes, init_state=context.init_state,
+      checkpoint_dir=directory, writer=context.writer, val=sed.test)
+  state, info = methods.call(base, states["original"], data, config,
+                             jax.random.fold_in(jax.random.key(seed), 2))
   elapsed = time.perf_counter() - start - float(info.get("train_s", 0.0))
   return state, record_time(directory, info, elapsed), removed
 

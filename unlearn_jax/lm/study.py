@@ -79,10 +79,8 @@ class Context:
   started: float = dataclasses.field(default_factory=time.perf_counter)
 
   def progress(self) -> str:
-    done, total = self.models_done, self.models_total
-    elapsed = time.perf_counter() - self.started
-    eta = f", study ETA {utils.format_seconds(elapsed / done * (total - done))}" if done else ""
-    return f"model {done + 1} of {total}{eta}"
+    """'model 3 of 7, study ETA 2m10s' for the stage lines."""
+    return study.progress_line(self.models_done, self.models_total, self.started)
 
   def init_state(self, rng: jax.Array):
     return steps.create_state(self.model, rng, int(self.config.tokenizer.max_len))
@@ -130,7 +128,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                      "".join(json.dumps(row) + "\n" for row in generations))
     utils.write_text(os.path.join(report_dir, "report.md"), text)
   logging.info("report written to %s", os.path.join(workdir, "report"))
-  print(text, flush=True)
+  if utils.is_main_process():  # one copy of the report, not one per process
+    print(text, flush=True)
   return summary
 
 
@@ -195,12 +194,9 @@ def build_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
 
 
 def _encode(tokenizer, part, max_len):
-  result = tokenizer.encode_pairs(list(part["question"]), list(part["answer"]), max_len)
-  if isinstance(result, tuple):
-    arrays, truncated = result
-  else:
-    arrays, truncated = result, int(result.get("truncated", 0))
-  return {"tokens": arrays["tokens"], "loss_mask": arrays["loss_mask"]}, int(truncated)
+  """(tokens and loss_mask of the QA pairs of `part`, how many questions were cut)."""
+  arrays = tokenizer.encode_pairs(list(part["question"]), list(part["answer"]), max_len)
+  return {"tokens": arrays["tokens"], "loss_mask": arrays["loss_mask"]}, int(arrays["truncated"])
 
 
 def run_seed(context: Context, seed: int, status: dict[str, str]
@@ -383,12 +379,6 @@ def evaluate(context: Context, scores: dict[str, dict]) -> tuple[dict[str, dict]
 
 def build_summary(config, context: Context, records, status) -> dict[str, Any]:
   """summary.json: the image track's schema with the LM's scores."""
-  methods = tables.aggregate(records)
-  tables.add_status(methods, status)
-  retrain_time = methods.get("retrain", {}).get("time_s")
-  for record in methods.values():
-    if retrain_time and record.get("time_s") is not None:
-      record["time_vs_retrain"] = record["time_s"] / retrain_time
   summary = {
       "track": "lm", "dataset": config.dataset, "model": config.model,
       "seeds": list(records.keys()),
@@ -400,12 +390,10 @@ def build_summary(config, context: Context, records, status) -> dict[str, Any]:
       "tokenizer": {"vocab_size": context.tokenizer.vocab_size,
                     "max_len": int(config.tokenizer.max_len)},
       "train": {key: config.train[key] for key in config.train.keys()},
-      "methods": methods,
+      "methods": tables.summarize_methods(records, status),
       "status": status,
   }
-  if "clean_alt" in methods:
-    summary["floor"] = {key: methods["clean_alt"][key]
-                        for key in ("residue", "residue_abs", "residue_defined")}
+  tables.add_floor(summary)
   return summary
 
 

@@ -81,25 +81,50 @@ def aggregate(records: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[st
 
 def build_summary(config, records, per_seed_status) -> dict[str, Any]:
   """The summary.json content (DESIGN.md §5 schema, with added keys)."""
-  methods = aggregate(records)
-  add_status(methods, per_seed_status)
-  retrain_time = methods.get("retrain", {}).get("time_s")
-  for record in methods.values():
-    if retrain_time and record.get("time_s") is not None:
-      record["time_vs_retrain"] = record["time_s"] / retrain_time
   summary = {
       "dataset": config.dataset,
       "model": config.model,
       "seeds": list(records.keys()),
       "sed": {key: config.sed[key] for key in config.sed.keys()},
       "train": {key: config.train[key] for key in config.train.keys()},
-      "methods": methods,
+      "methods": summarize_methods(records, per_seed_status),
       "status": per_seed_status,
   }
-  if "clean_alt" in methods:
-    summary["floor"] = {key: methods["clean_alt"][key]
-                        for key in ("residue", "residue_abs", "residue_defined")}
+  add_floor(summary)
   return summary
+
+
+def summarize_methods(records: Mapping[int, Mapping[str, Mapping[str, Any]]],
+                      per_seed_status: Mapping[str, str]) -> dict[str, dict]:
+  """summary['methods'] of either track: per-model means over seeds with their status.
+
+  Args:
+    records: {seed: {model: record}}.
+    per_seed_status: {'<model>/seed_<s>': 'ok' | 'diverged ...' | 'failed ...'}.
+
+  Returns:
+    `aggregate(records)` with `add_status` applied and, where `retrain` has a training time,
+    `time_vs_retrain` (the model's mean time over retrain's) for every model with a time.
+  """
+  methods = aggregate(records)
+  add_status(methods, per_seed_status)
+  retrain_time = methods.get("retrain", {}).get("time_s")
+  for record in methods.values():
+    if retrain_time and record.get("time_s") is not None:
+      record["time_vs_retrain"] = record["time_s"] / retrain_time
+  return methods
+
+
+def add_floor(summary: dict[str, Any]) -> None:
+  """Sets summary['floor'] to clean_alt's residues (the seed-noise floor), if it has a record.
+
+  `clean_alt` trains on what `clean` trains on with another seed, so its residue is what seed
+  noise alone gives (DESIGN.md §2).
+  """
+  clean_alt = summary["methods"].get("clean_alt")
+  if clean_alt is not None:
+    summary["floor"] = {key: clean_alt[key]
+                        for key in ("residue", "residue_abs", "residue_defined")}
 
 
 def add_status(methods: dict[str, dict], per_seed_status: Mapping[str, str]) -> None:
