@@ -18,6 +18,7 @@ from unlearn_jax import config as config_lib
 from unlearn_jax import defaults
 from unlearn_jax import methods
 from unlearn_jax import models
+from unlearn_jax.lm import defaults as lm_defaults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_PATH = os.path.join(ROOT, "configs", "sed_mnist.py")
@@ -212,6 +213,8 @@ REJECTIONS = {
     "unknown_unlearn_key": (_set("unlearn.finetune.epoch", 1), ["config.unlearn.finetune.epoch"]),
     "schedule": (_set("train.schedule", "linear"), ["train.schedule", "constant, cosine"]),
     "min_gap": (_set("eval.min_gap.loss", -0.1), ["eval.min_gap.loss"]),
+    "steps_per_call": (_set("train.steps_per_call", 0),
+                       ["config.train.steps_per_call=0", "an integer in [1, inf]"]),
 }
 
 
@@ -225,6 +228,34 @@ def test_validate_rejects_with_a_message_naming_the_field(name):
   message = str(info.value)
   for fragment in fragments:
     assert fragment in message, (fragment, message)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epochs", 0, "config.train.epochs=0: must be an integer in [1, inf]"),
+    ("batch_size", -2, "config.train.batch_size=-2: must be an integer in [1, inf]"),
+    ("optimizer", "sgdd", "config.train.optimizer='sgdd': must be one of sgd, adam, adamw"),
+    ("lr", 0.0, "config.train.lr=0.0: must be a number in (0, inf]"),
+    ("momentum", 1.0, "config.train.momentum=1.0: must be a number in [0, 1)"),
+    ("weight_decay", -0.5, "config.train.weight_decay=-0.5: must be a number in [0, inf]"),
+    ("schedule", "linear", "config.train.schedule='linear': must be one of constant, cosine"),
+    ("checkpoint_every", 0, "config.train.checkpoint_every=0: must be an integer in [1, inf]"),
+    ("log_every", -1, "config.train.log_every=-1: must be an integer in [1, inf]"),
+])
+def test_both_tracks_reject_a_bad_train_recipe_with_one_message(field, value, message):
+  for track in (defaults, lm_defaults):
+    config = track.base_config()
+    config.train[field] = value
+    with pytest.raises(ConfigError) as info:
+      track.validate(config)
+    assert str(info.value) == message, track.__name__
+
+
+def test_train_recipe_messages_name_the_section_path():
+  recipe = defaults.base_config().train
+  config_lib.check_train_recipe(recipe, "unlearn.retrain")  # the base recipe is valid
+  recipe.lr = -1.0
+  with pytest.raises(ConfigError, match=r"^config\.unlearn\.retrain\.lr=-1\.0: "):
+    config_lib.check_train_recipe(recipe, "unlearn.retrain")
 
 
 def test_available_lists_are_not_empty():

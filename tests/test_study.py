@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -100,6 +101,45 @@ def test_other_config_in_same_workdir_is_refused(first_run, tfds_data_dir):
   config.sed.ratio = 0.5
   with pytest.raises(config_lib.ConfigError, match="sed.ratio"):
     study.run(config, workdir)
+
+
+def test_steps_per_call_trains_the_same_reference(tfds_data_dir, tmp_path, monkeypatch):
+  # config.train.steps_per_call reaches train.fit from the study's reference training, and a
+  # lax.scan over 4 steps per call gives the parameters of one step per call, bit for bit.
+  real_fit, asked = train.fit, []
+
+  def recording_fit(*args, **kwargs):
+    asked.append(kwargs.get("steps_per_call", 1))
+    return real_fit(*args, **kwargs)
+
+  monkeypatch.setattr(train, "fit", recording_fit)
+  params = {}
+  for steps_per_call in (1, 4):
+    config = tiny_config(tfds_data_dir)
+    # A call never spans a logging or checkpoint step: with both far apart, calls run 4 steps.
+    config.train.log_every = config.train.checkpoint_every = 1000
+    config.train.steps_per_call = steps_per_call
+    context = study.build_context(config, str(tmp_path / f"steps_per_call_{steps_per_call}"))
+    state, _ = study.train_reference(context, "clean", context.sed.rest, 0, 0)
+    assert int(state.step) > 4  # several calls of 4 steps (and a remainder)
+    params[steps_per_call] = jax.device_get(state.params)
+  assert asked == [1, 4]
+  jax.tree.map(np.testing.assert_array_equal, params[4], params[1])
+
+
+def test_steps_per_call_may_change_in_an_existing_workdir(tfds_data_dir, tmp_path):
+  # It changes how steps are dispatched, not what they compute; workdirs written before the
+  # field existed lack it.
+  saved = json.loads(tiny_config(tfds_data_dir).to_json())
+  del saved["train"]["steps_per_call"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  config = tiny_config(tfds_data_dir)
+  config.train.steps_per_call = 4
+  study.prepare_workdir(config, str(tmp_path))
+  assert json.loads((tmp_path / "config.json").read_text())["train"]["steps_per_call"] == 4
+  config.train.epochs += 1  # a field that changes the models is still refused
+  with pytest.raises(config_lib.ConfigError, match="train.epochs"):
+    study.prepare_workdir(config, str(tmp_path))
 
 
 def test_failed_method_keeps_the_others(tfds_data_dir, tmp_path, monkeypatch):

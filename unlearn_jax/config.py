@@ -122,6 +122,28 @@ def require_number(field: str, value: Any, *, low: float = -math.inf, high: floa
   require(ok, field, value, allowed)
 
 
+def check_train_recipe(section: ml_collections.ConfigDict, path: str = "train") -> None:
+  """Checks a training recipe (`config.train` of either track): its optimiser and schedule.
+
+  Args:
+    section: the recipe: epochs, batch_size, optimizer, lr, momentum, weight_decay, schedule,
+      checkpoint_every, log_every.
+    path: the section's dotted path under `config`, for the messages.
+
+  Raises:
+    ConfigError: on the first field out of range, naming `config.<path>.<field>`.
+  """
+  require_number(f"{path}.epochs", section.epochs, low=1, integer=True)
+  require_number(f"{path}.batch_size", section.batch_size, low=1, integer=True)
+  require_choice(f"{path}.optimizer", section.optimizer, OPTIMIZERS)
+  require_number(f"{path}.lr", section.lr, low=0, low_open=True)
+  require_number(f"{path}.momentum", section.momentum, low=0, high=1, high_open=True)
+  require_number(f"{path}.weight_decay", section.weight_decay, low=0)
+  require_choice(f"{path}.schedule", section.schedule, SCHEDULES)
+  require_number(f"{path}.checkpoint_every", section.checkpoint_every, low=1, integer=True)
+  require_number(f"{path}.log_every", section.log_every, low=1, integer=True)
+
+
 def as_tuple(value: Any) -> tuple:
   """Accepts a tuple/list or comma-separated strings (as typed on a command line).
 

@@ -101,15 +101,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   c.require_number("tokenizer.vocab_size", config.tokenizer.vocab_size, low=320, integer=True)
   c.require_number("tokenizer.max_len", config.tokenizer.max_len, low=8, integer=True)
   c.require_choice("model", config.model, ("transformer",))
-  t = config.train
-  c.require_number("train.epochs", t.epochs, low=1, integer=True)
-  c.require_number("train.batch_size", t.batch_size, low=1, integer=True)
-  c.require_choice("train.optimizer", t.optimizer, c.OPTIMIZERS)
-  c.require_number("train.lr", t.lr, low=0, low_open=True)
-  c.require_number("train.weight_decay", t.weight_decay, low=0)
-  c.require_choice("train.schedule", t.schedule, c.SCHEDULES)
-  c.require_number("train.checkpoint_every", t.checkpoint_every, low=1, integer=True)
-  c.require_number("train.log_every", t.log_every, low=1, integer=True)
+  c.check_train_recipe(config.train)
   names = c.as_tuple(config.methods)
   for name in names:
     c.require_choice("methods", name, lm_methods.NAMES)
