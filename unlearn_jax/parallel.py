@@ -257,6 +257,29 @@ def to_host(value):
   return jax.tree.map(fetch, value)
 
 
+def shard_rows(tree, mesh: Mesh | None, rows: int):
+  """Host values of `tree` on the mesh: leaves with `rows` leading rows split across it, the
+  rest replicated.
+
+  For full-batch computations (reconstruction) whose row count is fixed by the problem: when
+  `rows` does not divide evenly over the devices everything is replicated (same results, no
+  speed-up). Every process must pass the same values. `mesh=None` leaves `tree` as it is.
+  """
+  if mesh is None:
+    return tree
+  split = rows % mesh.devices.size == 0
+  if not split and mesh.devices.size > 1:
+    logging.info("%d rows do not split over %d devices: replicated", rows, mesh.devices.size)
+
+  def put(leaf):
+    host = np.asarray(leaf)
+    sharded = split and host.ndim > 0 and host.shape[0] == rows
+    sharding = data_sharding(mesh) if sharded else replicated(mesh)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree.map(put, tree)
+
+
 def round_up(size: int, mesh: Mesh) -> int:
   """The smallest multiple of the mesh size that is >= size (batches must split evenly)."""
   devices = mesh.devices.size

@@ -128,7 +128,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, sed: sed_lib.SED, seed:
       fits[name] = reconstruct.train_mlp(
           _float(data["image"]), data["label"], track.num_classes, hidden=tuple(recon.hidden),
           weight_decay=recon.weight_decay, lr=recon.train_lr, steps=recon.train_steps,
-          seed=model_seed, log_every=max(recon.train_steps // 4, 1))
+          seed=model_seed, log_every=max(recon.train_steps // 4, 1), mesh=mesh)
     return fits[name]
 
   def original_state() -> train.TrainState:
@@ -155,7 +155,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, sed: sed_lib.SED, seed:
           image_shape=image_shape,
           num_candidates=int(recon.candidates_per_image * len(track.train["id"])),
           steps=recon.steps, lr=None, trial_steps=recon.trial_steps, seed=seed,
-          log_every=max(recon.steps // 4, 1))
+          log_every=max(recon.steps // 4, 1), mesh=mesh)
     except Exception as error:  # pylint: disable=broad-except
       # The main study's result of this model stands; its recon_ssim is reported as missing.
       failures[name] = f"{type(error).__name__}: {error}"

@@ -55,7 +55,7 @@ import optax
 from absl import logging
 from scipy import stats
 
-from unlearn_jax import models
+from unlearn_jax import models, parallel
 from unlearn_jax.train import DivergedError
 from unlearn_jax.utils import format_seconds
 
@@ -76,7 +76,7 @@ def _scan_loop(run_chunk: Callable, carry: Any, num_steps: int, log_every: int,
   while done < num_steps:
     length = min(log_every, num_steps - done)
     carry, metrics = run_chunk(carry, length)
-    metrics = np.asarray(jax.device_get(metrics), np.float64).reshape(length, -1)
+    metrics = np.asarray(parallel.to_host(metrics), np.float64).reshape(length, -1)
     bad = np.flatnonzero(~np.isfinite(metrics[:, 0]))
     if len(bad):
       raise DivergedError(f"[{name}] loss became non-finite at step {done + bad[0] + 1}; "
@@ -155,7 +155,7 @@ def _final_metrics(params, images, labels, weight_decay, *, model):
 def train_mlp(images: np.ndarray, labels: np.ndarray, num_classes: int, *,
               hidden: Sequence[int] = (256, 256), weight_decay: float = 1e-2, lr: float = 0.1,
               steps: int = 5000, init_scale: float = 1.0, grad_tol: float = 0.0, seed: int = 0,
-              log_every: int = 1000) -> MLPFit:
+              log_every: int = 1000, mesh: jax.sharding.Mesh | None = None) -> MLPFit:
   """Trains `models.get('mlp', num_classes, hidden=hidden)` full batch to a stationary point.
 
   Plain gradient descent on mean cross-entropy + (weight_decay/2)·||θ||² (biases included, so
@@ -176,6 +176,8 @@ def train_mlp(images: np.ndarray, labels: np.ndarray, num_classes: int, *,
       `log_every` steps).
     seed: initialisation seed.
     log_every: steps per jitted chunk and progress line.
+    mesh: when given, the images are split across its devices (parameters replicated) if their
+      number divides evenly; results equal one device's to float tolerance.
 
   Returns:
     An `MLPFit` with the model, its params and the final loss, gradient norm and accuracy.
@@ -193,19 +195,25 @@ def train_mlp(images: np.ndarray, labels: np.ndarray, num_classes: int, *,
                      f"{int(labels.max())}].")
   model = models.get("mlp", num_classes, hidden=tuple(hidden))
   params = jax.tree.map(lambda p: p * init_scale, _init_params(model, images.shape[1:], seed))
+  if mesh is not None:
+    params = parallel.replicate(params, mesh)
+    images, labels = parallel.shard_rows((images, labels), mesh, len(labels))
   start, done, grad_norm, loss = time.perf_counter(), 0, float("inf"), float("nan")
   while done < steps and grad_norm > grad_tol:
     length = min(log_every, steps - done)
     params, metrics = _gd_chunk(params, images, labels, lr, weight_decay, model=model,
                                 length=length)
-    loss, grad_norm = (float(v) for v in metrics[-1])  # Measured before the chunk's last step.
+    # Measured before the chunk's last step.
+    loss, grad_norm = (float(v) for v in parallel.to_host(metrics)[-1])
     done += length
     if not np.isfinite(loss):
       raise DivergedError(f"[train_mlp] loss became non-finite by step {done}; lower lr", done)
     logging.info("[train_mlp] step %d/%d loss %.3g grad_norm %.3g  %.0f steps/s", done, steps,
                  loss, grad_norm, done / (time.perf_counter() - start))
-  loss, grad_norm, accuracy = (float(v) for v in _final_metrics(params, images, labels,
-                                                                 weight_decay, model=model))
+  loss, grad_norm, accuracy = (float(v) for v in parallel.to_host(
+      _final_metrics(params, images, labels, weight_decay, model=model)))
+  if mesh is not None:
+    params = jax.tree.map(jnp.asarray, parallel.to_host(params))  # usable on any device
   return MLPFit(model=model, params=params, loss=loss, grad_norm=grad_norm, accuracy=accuracy,
                 steps=done, time_s=time.perf_counter() - start)
 
@@ -346,7 +354,8 @@ def kkt_reconstruct(apply_fn: ApplyFn, params: Any, *, num_classes: int,
                     lr: float | None = None, lambda_min: float = 0.05,
                     init_scale: float = 1e-3, seed: int = 0, log_every: int = 500,
                     trial_lrs: Sequence[float] = DEFAULT_LRS,
-                    trial_steps: int = 300) -> Reconstruction:
+                    trial_steps: int = 300,
+                    mesh: jax.sharding.Mesh | None = None) -> Reconstruction:
   """Optimises candidate inputs and coefficients so the parameters satisfy the KKT conditions.
 
   Args:
@@ -363,6 +372,8 @@ def kkt_reconstruct(apply_fn: ApplyFn, params: Any, *, num_classes: int,
     seed: seed of the initial candidates and coefficients.
     log_every: steps per jitted chunk and progress line.
     trial_lrs, trial_steps: the learning-rate trial when `lr` is None.
+    mesh: when given, the candidates are split across its devices (the model's parameters
+      replicated) if M divides evenly; results equal one device's to float tolerance.
 
   Returns:
     A `Reconstruction`; its images are clipped to [0, 1].
@@ -375,7 +386,7 @@ def kkt_reconstruct(apply_fn: ApplyFn, params: Any, *, num_classes: int,
     raise ValueError(f"need num_classes ≥ 2 and num_candidates ≥ 1; got {num_classes} and "
                      f"{num_candidates}.")
   config = dict(lambda_min=lambda_min, init_scale=init_scale, seed=seed,
-                log_every=log_every)
+                log_every=log_every, mesh=mesh)
   if lr is None:
     lr, _ = select_lr(apply_fn, params, num_classes=num_classes, image_shape=image_shape,
                       num_candidates=num_candidates, lrs=trial_lrs, trial_steps=trial_steps,
@@ -388,11 +399,15 @@ def kkt_reconstruct(apply_fn: ApplyFn, params: Any, *, num_classes: int,
   rho = jnp.asarray(np.log(np.expm1(rng.uniform(0.01, 1.0, num_candidates))), jnp.float32)
   labels = jnp.asarray(np.arange(num_candidates) % num_classes, jnp.int32)
   carry = ((images, rho), optax.scale_by_adam().init((images, rho)))
+  if mesh is not None:
+    params = parallel.replicate(params, mesh)
+    carry, labels = parallel.shard_rows((carry, labels), mesh, num_candidates)
   run_chunk = lambda carry, length: _kkt_chunk(
       carry, params, labels, lr, lambda_min, apply_fn=apply_fn, length=length)
   start = time.perf_counter()
   ((images, rho), _), history = _scan_loop(run_chunk, carry, steps, log_every,
                                            f"kkt_reconstruct lr={lr:g}")
+  images, rho, labels = parallel.to_host((images, rho, labels))
   return Reconstruction(
       images=np.clip(np.asarray(images, np.float32), 0.0, 1.0), labels=np.asarray(labels),
       lambdas=(lambda_min + np.logaddexp(0.0, np.asarray(rho, np.float64))).astype(np.float32),
