@@ -8,11 +8,14 @@ nothing is downloaded and TensorFlow is not needed.
 import logging
 import os
 import pathlib
+import shutil
 from unittest import mock
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
 
 from conftest import mocked_tfds_data
 from unlearn_jax.data import mnist_subset
@@ -94,6 +97,74 @@ def test_mnist_subset_first_load_logs_preparing(tmp_path, caplog, monkeypatch):
   with pytest.raises(RuntimeError, match="stop"):
     sources.load("mnist_subset", data_dir=str(tmp_path))
   assert "Preparing embedded dataset mnist_subset" in caplog.text
+
+
+@pytest.fixture
+def processes(monkeypatch, subset_dir):
+  """Pretends this is process `index` of 2 (jax.distributed); records what `load` does.
+
+  Returns (set_index, events, prepare_into): events collects 'prepare', 'barrier' and 'read' in
+  order; `prepare_into` is the only way data gets prepared (a copy of the session's prepared
+  subset, instead of generating it again).
+  """
+  events = []
+  index = {"value": 0}
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: index["value"])
+  monkeypatch.setattr(multihost_utils, "sync_global_devices",
+                      lambda tag: events.append("barrier"))
+
+  def prepare(name, data_dir):
+    events.append("prepare")
+    shutil.copytree(os.path.join(subset_dir, name), os.path.join(data_dir, name))
+
+  monkeypatch.setattr(sources, "_prepare_embedded", prepare)
+  data_source = tfds.data_source
+
+  def read(*args, **kwargs):
+    events.append("read")
+    return data_source(*args, **kwargs)
+
+  monkeypatch.setattr(sources.tfds, "data_source", read)
+  return (lambda value: index.update(value=value)), events
+
+
+def test_only_process_zero_prepares_then_every_process_reads(processes, subset, tmp_path):
+  set_index, events = processes
+  shared = str(tmp_path / "shared")
+  set_index(0)
+  first = sources.load("mnist_subset", data_dir=shared)
+  assert events == ["prepare", "barrier", "read"]
+  events.clear()
+  set_index(1)  # process 1 finds process 0's files after the barrier
+  second = sources.load("mnist_subset", data_dir=shared)
+  assert events == ["barrier", "read"]
+  for data in (first, second):
+    np.testing.assert_array_equal(data["train"]["id"], subset["train"]["id"])
+  events.clear()
+  set_index(0)  # prepared already: nothing written, but every process still meets the barrier
+  sources.load("mnist_subset", data_dir=shared)
+  assert events == ["barrier", "read"]
+
+
+def test_a_process_with_its_own_data_dir_prepares_after_the_barrier(processes, tmp_path):
+  set_index, events = processes
+  set_index(1)
+  data = sources.load("mnist_subset", data_dir=str(tmp_path / "local"))
+  assert events == ["barrier", "prepare", "read"]
+  assert data["train"]["image"].shape == (4000, 28, 28, 1)
+
+
+def test_one_process_prepares_without_a_barrier(monkeypatch, subset_dir, tmp_path):
+  events = []
+  monkeypatch.setattr(multihost_utils, "sync_global_devices",
+                      lambda tag: events.append("barrier"))
+  monkeypatch.setattr(sources, "_prepare_embedded", lambda name, data_dir: (
+      events.append("prepare"),
+      shutil.copytree(os.path.join(subset_dir, name), os.path.join(data_dir, name))))
+  sources.load("mnist_subset", data_dir=str(tmp_path))
+  assert events == ["prepare"]
 
 
 def test_mnist_subset_metadata(subset_dir):

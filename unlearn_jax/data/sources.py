@@ -7,7 +7,9 @@ TensorFlow.
 
 Two kinds of names:
 * Embedded builders (`EMBEDDED`) are prepared into `data_dir` on first use from data shipped with
-  an installed package, offline and in seconds.
+  an installed package, offline and in seconds. In a multi-process run (jax.distributed) only
+  process 0 prepares them; the others wait at a barrier and then read process 0's files (or,
+  when their `data_dir` is not shared with process 0, prepare their own copy).
 * Registered names (`register(name, train=..., test=..., num_classes=...)`) are numpy arrays
   handed over by the user in the running process; `data_dir` does not apply to them.
 * Any other name is a tfds dataset that must already be prepared in `data_dir` in array_record
@@ -23,6 +25,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
@@ -169,7 +172,8 @@ def load(name: str, data_dir: str | None = None) -> dict[str, dict[str, np.ndarr
     name: an `EMBEDDED` builder name, a registered dataset (`register`) or a tfds dataset name
       (see `KNOWN`).
     data_dir: tfds data dir to read from (and to prepare embedded builders into); defaults to
-      `default_data_dir()`.
+      `default_data_dir()`. With several processes (jax.distributed) every process must call
+      `load` for an embedded builder: process 0 prepares it, the others wait at a barrier.
 
   Returns:
     `{split: {'image': uint8 (N, H, W, C), 'label': int32 (N,), 'id': int64 (N,)}}` for the splits
@@ -187,8 +191,7 @@ def load(name: str, data_dir: str | None = None) -> dict[str, dict[str, np.ndarr
   builder = _builder(name, data_dir)
   _check_features(name, builder.info)
   if name in EMBEDDED:
-    if not builder.is_prepared():
-      _prepare_embedded(name, data_dir)
+    _ensure_embedded(name, data_dir, builder)
   else:
     _check_prepared(name, data_dir, builder)
   split_sources = tfds.data_source(name, data_dir=data_dir, download=False)
@@ -302,6 +305,46 @@ def _check_prepared(name: str, data_dir: str, builder: tfds.core.DatasetBuilder)
         f"{getattr(file_format, 'value', file_format)}, which has no random access; "
         f"unlearn_jax reads array_record. Rebuild it: {how}"
     )
+
+
+def _process_layout() -> tuple[int, int]:
+  """(this process's index, process count); (0, 1) unless jax.distributed is running.
+
+  Asks JAX only when its distributed runtime is up, so a single-process `load` does not start
+  JAX's backend (which must not run before `parallel.initialize`).
+  """
+  if not jax.distributed.is_initialized():
+    return 0, 1
+  return jax.process_index(), jax.process_count()
+
+
+def _wait_for_all_processes(tag: str) -> None:
+  """Blocks until every process has reached the barrier called `tag`."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  multihost_utils.sync_global_devices(tag)
+
+
+def _ensure_embedded(name: str, data_dir: str, builder: tfds.core.DatasetBuilder) -> None:
+  """Makes embedded builder `name` prepared in `data_dir`; with several processes, once.
+
+  Process 0 prepares (if needed) while the others wait at a barrier, so a shared `data_dir` is
+  written by one process only. Every process passes the barrier, also when it finds the data
+  prepared (process 0 may still be writing). A process that then still finds nothing has a
+  `data_dir` of its own (e.g. a host-local disk) and prepares it (under the file lock).
+  """
+  index, count = _process_layout()
+  if count == 1:
+    if not builder.is_prepared():
+      _prepare_embedded(name, data_dir)
+    return
+  if index == 0 and not builder.is_prepared():
+    _prepare_embedded(name, data_dir)
+  _wait_for_all_processes(f"unlearn_jax.data.sources: {name} prepared")
+  # A fresh builder: `builder` was made before process 0 finished.
+  if index != 0 and not EMBEDDED[name](data_dir=data_dir).is_prepared():
+    logging.info("Process %d does not see process 0's %s in %s (a data_dir of its own); "
+                 "preparing it here.", index, name, data_dir)
+    _prepare_embedded(name, data_dir)
 
 
 def _prepare_embedded(name: str, data_dir: str) -> None:
