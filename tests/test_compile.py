@@ -143,8 +143,6 @@ def toy():
 
 @pytest.mark.parametrize("name", sorted(methods.builtin_names()))
 def test_a_second_run_of_a_method_compiles_nothing(toy, name):
-  if name == "sisa":
-    pytest.xfail("sisa.initial_states jits a new functools.partial(model.init) per call")
   state, data, config, _ = toy
   methods.call(name, state, data, config, jax.random.key(0))
   with train.CompileCounter() as counter:

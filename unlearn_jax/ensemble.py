@@ -193,13 +193,12 @@ def predict(states: Sequence[train.TrainState], data: dict[str, np.ndarray], bat
   if not vectorize:
     return np.stack([train.predict(state, data, batch_size, mesh) for state in states])
   # Only the variables are stacked: members of different groups have different optimisers.
-  variables = jax.device_put(
-      jax.tree.map(lambda *leaves: jnp.stack(leaves), *[s.variables() for s in states]),
-      parallel.replicated(mesh))
+  variables = parallel.replicate(
+      jax.tree.map(lambda *leaves: jnp.stack(leaves), *[s.variables() for s in states]), mesh)
   batch_size = parallel.round_up(min(batch_size, max(len(data["image"]), 1)), mesh)
   outputs = []
   for batch, real in pipeline.eval_batches(data, batch_size):
     logits = _predict_members(states[0].apply_fn, variables,
                               parallel.global_batch(batch, mesh)["image"])
-    outputs.append(np.asarray(jax.device_get(logits))[:, :real])
+    outputs.append(parallel.to_host(logits)[:, :real])  # gathered from every process
   return np.concatenate(outputs, axis=1)

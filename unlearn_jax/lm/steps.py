@@ -176,9 +176,10 @@ def on_mesh(state: train.TrainState, mesh: jax.sharding.Mesh) -> train.TrainStat
   `fit` protects its caller's state by copying it (`device_put(..., may_alias=False)`), but a
   copy from one device to a multi-device replicated sharding still shares the first device's
   buffers (jax 0.10), so donating it would delete the caller's arrays. Replicating first makes
-  `fit`'s copy a real one.
+  `fit`'s copy a real one. (`parallel.replicate` also places arrays that live on this
+  process's devices only, which `jax.device_put` refuses with several processes.)
   """
-  return jax.device_put(state, parallel.replicated(mesh))
+  return parallel.replicate(state, mesh)
 
 
 def train_from_scratch(init_state: train.TrainState, data: Arrays, recipe, seed: int, *,
@@ -255,13 +256,14 @@ def score(state: train.TrainState, data: Arrays, batch_size: int,
     return {"nll": empty, "logprob_sum": empty, "num_tokens": empty,
             "token_logprobs": np.zeros((0, max(length - 1, 0)), np.float32)}
   batch_size = parallel.round_up(min(int(batch_size), num), mesh)
-  variables = jax.device_put(state.variables(), parallel.replicated(mesh))
+  variables = parallel.replicate(state.variables(), mesh)
   parts: dict[str, list[np.ndarray]] = {"token_logprobs": [], "logprob_sum": [],
                                         "num_tokens": []}
   for batch, real in padded_batches(data, BATCH_KEYS, batch_size):
     batch = parallel.global_batch(batch, mesh)
-    outputs = jax.device_get(_jit_score_batch(state.apply_fn, variables, batch["tokens"],
-                                              batch["loss_mask"]))
+    # Split over the mesh: gathered from every process (a collective all processes call).
+    outputs = parallel.to_host(_jit_score_batch(state.apply_fn, variables, batch["tokens"],
+                                                batch["loss_mask"]))
     for key, value in zip(("token_logprobs", "logprob_sum", "num_tokens"), outputs):
       parts[key].append(np.asarray(value, np.float32)[:real])
   result = {key: np.concatenate(value) for key, value in parts.items()}
@@ -350,12 +352,12 @@ def generate(state: train.TrainState, prompts: np.ndarray, lengths: np.ndarray,
   buffer = np.zeros((num, width), np.int32)
   buffer[:, :min(width, prompts.shape[1])] = prompts[:, :width]
   batch_size = parallel.round_up(min(int(batch_size), num), mesh)
-  variables = jax.device_put(state.variables(), parallel.replicated(mesh))
+  variables = parallel.replicate(state.variables(), mesh)
   outputs = []
   for batch, real in padded_batches({"prompts": buffer, "lengths": lengths},
                                     ("prompts", "lengths"), batch_size):
     batch = parallel.global_batch(batch, mesh)
     tokens = _jit_greedy(state.apply_fn, int(max_new_tokens), int(eos_id), variables,
                          batch["prompts"], batch["lengths"])
-    outputs.append(np.asarray(jax.device_get(tokens), np.int32)[:real])
+    outputs.append(np.asarray(parallel.to_host(tokens), np.int32)[:real])
   return np.concatenate(outputs)

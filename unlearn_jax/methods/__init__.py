@@ -483,6 +483,8 @@ def _tree_differences(expected: dict, got: dict, limit: int = 3) -> list[str]:
 def _plain(value: Any) -> Any:
   """JAX arrays to numpy (so info can be written as JSON); everything else unchanged."""
   if isinstance(value, jax.Array):
-    value = np.asarray(jax.device_get(value))
+    # Gathered from every process when sharded across them (then all processes must call).
+    from unlearn_jax import parallel  # pylint: disable=g-import-not-at-top  (keeps configs light)
+    value = parallel.to_host(value)
     return value.item() if value.ndim == 0 else value
   return value

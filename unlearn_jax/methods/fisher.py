@@ -140,6 +140,7 @@ def unlearn(state, data, config, rng):
   fisher = fisher_diagonal(state, subset, int(cfg.chunk_size))
   noise = standard_noise(state.params, noise_generator)
   params, std = perturb(state.params, fisher, noise, float(cfg.alpha), data.num_classes)
+  # Elementwise in replicated parameters: replicated, so every process can fetch them.
   host_params, std = jax.device_get((params, std))
   if not all(np.all(np.isfinite(p)) for p in jax.tree.leaves(host_params)):
     raise FloatingPointError("fisher: non-finite parameters after adding noise")

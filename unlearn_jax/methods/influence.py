@@ -63,6 +63,7 @@ from jax.flatten_util import ravel_pytree
 from unlearn_jax import config as config_lib
 from unlearn_jax import parallel, train
 from unlearn_jax.data import pipeline
+from unlearn_jax.methods import common
 
 SOLVERS = ("cg", "lissa")
 
@@ -141,11 +142,12 @@ class _Objective:
   """
 
   def __init__(self, state: train.TrainState, mesh: jax.sharding.Mesh):
-    replicated = parallel.replicated(mesh)
     self.apply_fn = state.apply_fn
-    self.params = jax.device_put(state.params, replicated)
-    self.batch_stats = jax.device_put(state.batch_stats, replicated)
-    leaves, self.treedef = jax.tree.flatten(jax.device_get(state.params))
+    # `replicate` also places arrays that live on this process's devices only (multi-host).
+    self.params = parallel.replicate(state.params, mesh)
+    self.batch_stats = parallel.replicate(state.batch_stats, mesh)
+    # Replicated values: every process can fetch them from its own devices.
+    leaves, self.treedef = jax.tree.flatten(jax.device_get(self.params))
     self.shapes = [leaf.shape for leaf in leaves]
     self.flat_params = np.concatenate([np.ravel(leaf) for leaf in leaves])
 
@@ -251,7 +253,10 @@ def unlearn(state, data, config, rng):
 
   hessian_data = hessian_subset(data.retain, int(cfg.hessian_examples), data.seed)
   num_hessian = len(hessian_data["label"])
-  batch_size = parallel.round_up(min(int(cfg.batch_size), num_hessian), data.mesh)
+  # LiSSA batches hold `real` examples, padded with weight-0 rows to a multiple of the mesh
+  # size (the same on any number of devices); CG sums over chunks of the padded size.
+  real = min(int(cfg.batch_size), num_hessian)
+  batch_size = parallel.round_up(real, data.mesh)
   forget_batches = fixed_batches(data.forget, batch_size, data.mesh)
   b = (objective.grad_sum(forget_batches) + num_forget * weight_decay * theta) / num_retain
 
@@ -261,10 +266,10 @@ def unlearn(state, data, config, rng):
     matvec = lambda v: objective.hvp_sum(batches, v) / num_hessian + shift * v
     delta, info = solve_cg(matvec, b, int(cfg.cg_steps), float(cfg.tol), name)
   else:
-    sampler = pipeline.EpochSampler(hessian_data, batch_size, data.seed)
+    sampler = pipeline.EpochSampler(hessian_data, real, data.seed)
 
     def batch_matvec(step, v):
-      host = sampler.batch(step)
+      host = common.pad_rows(sampler.batch(step), batch_size)
       batch = parallel.global_batch(host, data.mesh)
       hvp = objective.hvp_sum([batch], v) / float(np.sum(host["weight"]))
       return hvp + shift * v
@@ -273,7 +278,7 @@ def unlearn(state, data, config, rng):
 
   _check_finite(name, info["steps"], delta)
   params = objective.unravel(theta + delta)
-  new_state = state.replace(params=jax.device_put(params, parallel.replicated(data.mesh)))
+  new_state = state.replace(params=parallel.replicate(params, data.mesh))
   jax.block_until_ready(new_state.params)
   wall = time.perf_counter() - start
   info.update(wall_s=wall, steps_run=info["steps"], solver=cfg.solver,

@@ -75,6 +75,7 @@ def saliency_mask(state: train.TrainState, forget: dict[str, np.ndarray], mask_r
   softmax saturates and many gradients are exactly 0; a threshold of 0 then means the mask holds
   every weight with non-zero saliency plus zero-saliency weights taken in parameter order.
   """
+  # A sum over examples of replicated parameters: replicated, so every process can fetch it.
   grads = jax.device_get(common.per_example_grad_sum(state, forget, chunk_size))
   leaves, treedef = jax.tree.flatten(grads)
   saliency = np.concatenate([np.abs(np.asarray(leaf, np.float32)).ravel() for leaf in leaves])
@@ -115,7 +116,7 @@ def unlearn(state, data, config, rng):
   mask, threshold, nonzero = saliency_mask(state, data.forget, float(cfg.mask_ratio),
                                            int(cfg.chunk_size))
   batch_fn, num_steps = random_label.relabelled_batches(data, cfg)
-  device_mask = jax.device_put(mask, parallel.replicated(data.mesh))
+  device_mask = parallel.replicate(mask, data.mesh)
   step_fn = functools.partial(jit_masked_train_step, mask=device_mask)
   state, info = common.run_sgd(state, batch_fn, num_steps, cfg.lr, data, "salun", config,
                                step_fn=step_fn)

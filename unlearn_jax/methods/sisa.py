@@ -33,7 +33,6 @@ checkpoint directory every slice state is kept in memory.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import os
 import time
@@ -47,8 +46,9 @@ import numpy as np
 import optax
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import train
+from unlearn_jax import parallel, train
 from unlearn_jax.data import pipeline
+from unlearn_jax.methods import common
 
 
 # The unlearned model is the shard ensemble (its own parameter tree and apply function), not the
@@ -123,14 +123,19 @@ def train_slice(state: train.TrainState, data: Arrays, rows: np.ndarray, epochs:
   """`epochs` passes over data[rows] from `state` (optimiser state carried on).
 
   Checkpointed in `checkpoint_dir/key` (None: no checkpoint); a complete checkpoint is restored
-  instead of training.
+  instead of training. Batches are padded with weight-0 rows to a multiple of the mesh size.
   """
   if epochs == 0 or len(rows) == 0:
     return state, _no_steps()
   sampler = pipeline.EpochSampler({k: data[k][rows] for k in pipeline.BATCH_KEYS},
                                   int(recipe.batch_size), seed)
   directory = os.path.join(checkpoint_dir, key) if checkpoint_dir else None
-  state, info = train.fit(state.replace(step=jnp.zeros((), jnp.int32)), sampler.batch,
+  # Replicated on the mesh first: `train.fit` donates a copy of its input, and a copy made
+  # straight from one device to many shares the first device's buffers (jax 0.10), so the
+  # donation would delete arrays of `state` (e.g. a fresh optimiser state), which a shard's
+  # retraining may start from again.
+  state = parallel.replicate(state.replace(step=jnp.zeros((), jnp.int32)), mesh)
+  state, info = train.fit(state, common.mesh_batches(sampler.batch, mesh),
                           epochs * sampler.steps_per_epoch, name=name, mesh=mesh, seed=seed,
                           checkpoint_dir=directory, checkpoint_every=recipe.checkpoint_every,
                           log_every=recipe.log_every, writer=writer)
@@ -174,14 +179,17 @@ def initial_states(init_state, keys: list[jax.Array],
                    image_shape: tuple[int, ...]) -> list[train.TrainState]:
   """What `init_state(key)` returns for every key, with one compile of the initialisation.
 
-  The model comes from an abstract evaluation of `init_state`; its `init` (what
-  `train.create_state` runs) is compiled once and applied to every key.
+  The model and optimiser come from an abstract evaluation of `init_state`; parameters come
+  from `train._jit_init` (what `train.create_state` runs), compiled once per model
+  configuration and shared with every other initialisation of that model, so a second SISA
+  run compiles nothing.
   """
   abstract = jax.eval_shape(init_state, keys[0])
-  init = jax.jit(functools.partial(abstract.apply_fn.__self__.init, train=False))
+  model = abstract.apply_fn.__self__
+  images = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   states = []
   for key in keys:
-    variables = init(key, jnp.zeros((1,) + tuple(image_shape), jnp.float32))
+    variables = train._jit_init(model, key, images)  # pylint: disable=protected-access
     params = variables["params"]
     states.append(abstract.replace(step=jnp.zeros((), jnp.int32), params=params,
                                    batch_stats=variables.get("batch_stats", {}),
@@ -253,7 +261,7 @@ def unlearn(state, data, config, rng):
   dataset = training_set(data)
   slices = partition(len(dataset["id"]), num_shards, num_slices, data.seed)
   epochs = slice_epochs(int(cfg.epochs_per_slice), int(recipe.epochs), num_slices)
-  common = dict(seed=data.seed, mesh=data.mesh, checkpoint_dir=data.checkpoint_dir,
+  shared = dict(seed=data.seed, mesh=data.mesh, checkpoint_dir=data.checkpoint_dir,
                 writer=data.writer)
   init_keys = [jax.random.fold_in(rng, shard) for shard in range(num_shards)]
   initial = initial_states(data.init_state, init_keys, dataset["image"].shape[1:])
@@ -267,7 +275,7 @@ def unlearn(state, data, config, rng):
 
   def run(shard, begin, shard_slices, **kwargs):
     return train_shard(begin, dataset, shard_slices, epochs, recipe, shard=shard,
-                       init_key=init_keys[shard], **common, **kwargs)
+                       init_key=init_keys[shard], **shared, **kwargs)
 
   start = time.perf_counter()
   trained, train_info = [], _no_steps()

@@ -112,6 +112,7 @@ def unlearn(state, data, config, rng):
   global_imp, global_batches = importance(state, full, batch_size, order)
   params, selected = dampen(state.params, forget_imp, global_imp, float(cfg.alpha),
                             float(cfg.lam))
+  # Elementwise in replicated parameters: replicated, so every process can fetch them.
   host_params, selected = jax.device_get((params, selected))
   if not all(np.all(np.isfinite(p)) for p in jax.tree.leaves(host_params)):
     raise FloatingPointError("ssd: non-finite parameters after dampening (importances "

@@ -290,7 +290,7 @@ def scores(measure: str, targets: np.ndarray, candidates: np.ndarray, *,
   apply_fn = state.apply_fn if measure in _MODEL_MEASURES else None
   variables = state.variables() if measure in _MODEL_MEASURES else None
   if variables is not None and mesh is not None:
-    variables = jax.device_put(variables, parallel.replicated(mesh))
+    variables = parallel.replicate(variables, mesh)
   limit = None
   if measure == "gradient" and gradient_params == "all":
     num_params = sum(leaf.size for leaf in jax.tree.leaves(state.params))
@@ -313,13 +313,18 @@ def scores(measure: str, targets: np.ndarray, candidates: np.ndarray, *,
     block = _similarity_block(variables=variables, target_factors=target_factors,
                               images=batch["image"], labels=batch["label"], **static)
     blocks.append((block, real))  # Stays on device: the next chunk is dispatched meanwhile.
-  return np.concatenate([np.asarray(jax.device_get(block))[:, :real] for block, real in blocks],
+  # Blocks split over the mesh are gathered from every process (all processes take part).
+  return np.concatenate([parallel.to_host(block)[:, :real] for block, real in blocks],
                         axis=1).astype(np.float32)
 
 
 def _ssim_scores(targets: np.ndarray, candidates: np.ndarray, mesh: jax.sharding.Mesh | None,
                  batch_size: int) -> np.ndarray:
   """(T, N) SSIM through `similarity.pairwise_ssim`, candidates in fixed-size chunks."""
+  if jax.process_count() > 1:
+    # pairwise_ssim fetches its result with np.asarray, which cannot read chunks split across
+    # processes: there every process scores every chunk on its own default device.
+    mesh = None
   size = _chunk_size(batch_size, len(candidates), mesh)
   target_images = targets.astype(np.float32) / 255.0
   labels = np.zeros(len(candidates), np.int32)
@@ -350,14 +355,14 @@ def embeddings(state: train.TrainState, images: np.ndarray, *,
   size = _chunk_size(batch_size, len(images), mesh)
   variables = state.variables()
   if mesh is not None:
-    variables = jax.device_put(variables, parallel.replicated(mesh))
+    variables = parallel.replicate(variables, mesh)
   parts = []
   for chunk, _, real in _chunks(images, np.zeros(len(images), np.int32), size):
     hidden = _embed(state.apply_fn, mesh, variables, _put({"image": chunk}, mesh)["image"])
     parts.append((hidden, real))
   if not parts:
     return np.zeros((0, 0), np.float32)
-  return np.concatenate([np.asarray(jax.device_get(h))[:real] for h, real in parts])
+  return np.concatenate([parallel.to_host(h)[:real] for h, real in parts])
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

@@ -123,6 +123,8 @@ def _specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
 
 def _plain(value: Any) -> Any:
   if isinstance(value, jax.Array):
-    value = np.asarray(jax.device_get(value))
+    # Gathered from every process when sharded across them (then all processes must call).
+    from unlearn_jax import parallel  # pylint: disable=g-import-not-at-top  (keeps configs light)
+    value = parallel.to_host(value)
     return value.item() if value.ndim == 0 else value
   return value
