@@ -40,11 +40,10 @@ def study_config(data_dir: str):
   config = tiny_study.get_config(f"data_dir={data_dir}")
   config.model = "cnn"
   config.model_kwargs = ml_collections.ConfigDict({"features": (4, 8), "dense": 16})
-  config.train.batch_size = 32
-  # Forget batches are min(batch size, |T|) examples: 8 split over 8 devices, 4 would not
-  # (methods do not round their batches up to the mesh size).
-  config.sed.num_targets = 8
-  config.methods = ("finetune",)
+  # Neither 30 nor the 4 targets' forget batches split over 8 devices: padded with weight-0 rows.
+  config.train.batch_size = 30
+  config.sed.num_targets = 4
+  config.methods = ("finetune", "grad_ascent")
   config.eval.lira.num_models = 0
   config.recon.enabled = False
   return config

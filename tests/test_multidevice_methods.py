@@ -26,7 +26,7 @@ import pytest
 
 from devices import run_on_cpu_devices
 from unlearn_jax import methods, parallel
-from unlearn_jax.methods import common
+from unlearn_jax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -262,17 +262,17 @@ def test_pad_rows_repeats_rows_with_zero_weights():
   batch = {"image": np.arange(3)[:, None] * np.ones((3, 2)), "label": np.array([5, 6, 7]),
            "weight": np.array([1.0, -1.0, 0.5], np.float32),
            "kl_weight": np.array([0.25, 0.5, 0.75], np.float32)}
-  padded = common.pad_rows(batch, 8)
+  padded = pipeline.pad_rows(batch, 8)
   np.testing.assert_array_equal(padded["label"], [5, 6, 7, 5, 6, 7, 5, 6])
   np.testing.assert_array_equal(padded["image"][:, 0], [0, 1, 2, 0, 1, 2, 0, 1])
   np.testing.assert_array_equal(padded["weight"], [1.0, -1.0, 0.5, 0, 0, 0, 0, 0])
   np.testing.assert_array_equal(padded["kl_weight"], [0.25, 0.5, 0.75, 0, 0, 0, 0, 0])
   np.testing.assert_array_equal(batch["weight"], [1.0, -1.0, 0.5])  # the input is intact
-  assert common.pad_rows(batch, 3) is batch
+  assert pipeline.pad_rows(batch, 3) is batch
   with pytest.raises(ValueError, match="no 'weight' field"):
-    common.pad_rows({"image": np.zeros((3, 2))}, 4)
+    pipeline.pad_rows({"image": np.zeros((3, 2))}, 4)
 
 
 def test_mesh_batches_leave_one_device_alone():
   batch_fn = lambda step: {"label": np.arange(3), "weight": np.ones(3, np.float32)}
-  assert common.mesh_batches(batch_fn, parallel.make_mesh(jax.devices()[:1])) is batch_fn
+  assert pipeline.mesh_batches(batch_fn, parallel.make_mesh(jax.devices()[:1])) is batch_fn

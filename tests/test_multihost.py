@@ -115,7 +115,8 @@ def test_two_processes_give_the_same_study_summary(runs):
   one, two = runs
   single = json.load(open(os.path.join(one, "summary.json")))
   double = json.load(open(os.path.join(two, "summary.json")))
-  assert set(single["methods"]) == {"original", "retrain", "clean", "clean_alt", "finetune"}
+  assert set(single["methods"]) == {"original", "retrain", "clean", "clean_alt", "finetune",
+                                    "grad_ascent"}
   assert set(single["status"].values()) == {"ok"}
   assert_close_trees(without_times(double), without_times(single))
   report = json.load(open(os.path.join(two, "study", "report", "summary.json")))

@@ -43,12 +43,40 @@ SCRIPT = textwrap.dedent("""
       jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), p1, p4)
       np.testing.assert_allclose(l1, l4, rtol=1e-5, atol=1e-5)
       print("EQUAL", name)
+    # A batch size the device count does not divide (6 on 4): weight-0 filler rows, same model;
+    # the vmapped ensemble pads each member's batch the same way.
+    from unlearn_jax import defaults, ensemble
+    recipe = defaults.base_config().train
+    recipe.epochs, recipe.batch_size, recipe.log_every = 2, 6, 100
+    model = models.get("mlp", 4, hidden=(16,))
+    runs = []
+    for devices in (jax.devices()[:1], jax.devices()):
+      mesh = parallel.make_mesh(devices)
+      init = train.create_state(model, ensemble.init_key(3), (8, 8, 1))
+      state, _ = train.train_from_scratch(init, data, recipe, 3, name="odd", mesh=mesh)
+      members, _ = ensemble.train_ensemble(model, [ensemble.Member(data, 3)], recipe,
+                                           image_shape=(8, 8, 1), mesh=mesh, name="odd",
+                                           vectorize=True)
+      runs.append((jax.device_get(state.params), jax.device_get(members[0].params)))
+    for tree in runs[1:] + [(runs[0][1], runs[0][0])]:
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                   runs[0][0], tree[0])
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                   runs[0][0], tree[1])
+    print("EQUAL odd batch")
+    # A copy onto the mesh never shares the source's buffer (fit donates what it is given).
+    x = jax.device_put(np.arange(4.0), jax.devices()[0])
+    copied = parallel.replicate(x, parallel.make_mesh(), copy=True)
+    pointers = {s.data.unsafe_buffer_pointer() for s in copied.addressable_shards}
+    assert x.unsafe_buffer_pointer() not in pointers and len(pointers) == 4
+    print("COPIED")
 """)
 
 
 def test_four_devices_match_one_device():
   stdout = run_on_cpu_devices(SCRIPT, num_devices=4)
   assert "EQUAL mlp" in stdout and "EQUAL cnn" in stdout
+  assert "EQUAL odd batch" in stdout and "COPIED" in stdout
 
 
 def test_replicate_and_to_host_on_one_process():

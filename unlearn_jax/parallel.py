@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
@@ -209,6 +210,12 @@ def replicate(tree, mesh: Mesh, *, copy: bool = False):
   never aliases the input (the caller keeps a state the next step may donate).
   """
   sharding = replicated(mesh)
+  if copy:
+    # `device_put(..., may_alias=False)` still reuses the buffer of an array that already sits
+    # on one of the mesh's devices (1 device -> many); a fresh copy first is never aliased.
+    tree = jax.tree.map(lambda leaf: jnp.array(leaf, copy=True)
+                        if isinstance(leaf, jax.Array) and leaf.is_fully_addressable else leaf,
+                        tree)
   if jax.process_count() == 1:
     return jax.device_put(tree, sharding, may_alias=not copy)
 

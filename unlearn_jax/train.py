@@ -559,7 +559,10 @@ def train_from_scratch(init_state: TrainState, data: dict[str, np.ndarray], reci
   sampler = pipeline.EpochSampler(data, int(recipe.batch_size), seed)
   num_steps = int(recipe.epochs) * sampler.steps_per_epoch
   state = init_state.with_optimizer(optimizer_from_config(recipe, num_steps))
-  return fit(state, sampler.batch, num_steps, name=name, mesh=mesh, seed=seed,
+  # Padded with weight-0 rows to a multiple of the device count: any batch size on any mesh,
+  # the same real rows per step as on one device.
+  return fit(state, pipeline.mesh_batches(sampler.batch, mesh), num_steps, name=name, mesh=mesh,
+             seed=seed,
              checkpoint_dir=checkpoint_dir, checkpoint_every=recipe.checkpoint_every,
              log_every=recipe.log_every, writer=writer,
              steps_per_call=int(getattr(recipe, "steps_per_call", 1)))

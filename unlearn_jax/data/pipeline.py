@@ -9,7 +9,7 @@ weight 0, so each example counts exactly once per epoch.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -90,3 +90,49 @@ def eval_batches(data: Arrays, batch_size: int) -> Iterator[tuple[Arrays, int]]:
 def concat(*parts: Arrays) -> Arrays:
   """Concatenates batches key by key (e.g. a retain batch and a forget batch)."""
   return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def weight_fields(batch: Arrays) -> list[str]:
+  """The per-row loss weights of a batch: `weight` and any field named `*_weight`."""
+  return [key for key in batch if key == "weight" or key.endswith("_weight")]
+
+
+def pad_rows(batch: Arrays, size: int) -> Arrays:
+  """`batch` with `size` rows: the rows as given, then copies of them with every weight 0.
+
+  Copies of real rows (rather than zeros) keep the filler rows' losses finite, so that
+  0 · loss is exactly 0. A batch of `size` rows or more is returned unchanged.
+
+  Raises:
+    ValueError: the batch must grow but has no weight field (its filler rows would count).
+  """
+  num = len(next(iter(batch.values())))
+  if num >= size:
+    return batch
+  weights = weight_fields(batch)
+  if not weights:
+    raise ValueError(f"cannot pad a batch of {num} rows to {size}: it has no 'weight' field to "
+                     f"mask the filler rows (fields: {sorted(batch)})")
+  rows = np.resize(np.arange(num), size)
+  padded = {key: value[rows] for key, value in batch.items()}
+  for key in weights:
+    padded[key][num:] = 0
+  return padded
+
+
+def mesh_batches(batch_fn: Callable[[int], Arrays], mesh) -> Callable[[int], Arrays]:
+  """`batch_fn` whose batches are padded (`pad_rows`) to a multiple of the mesh's device count.
+
+  Every step then keeps the real rows it has on one device, so results do not depend on the
+  number of devices (a batch of 10 on 8 devices is 10 real rows and 6 rows of weight 0).
+  """
+  devices = mesh.devices.size
+  if devices == 1:
+    return batch_fn
+
+  def padded(step: int) -> Arrays:
+    batch = batch_fn(step)
+    rows = len(next(iter(batch.values())))
+    return pad_rows(batch, -(-rows // devices) * devices)
+
+  return padded

@@ -3,7 +3,7 @@
 Batches are split across the devices of the mesh, so their row count must be a multiple of the
 device count. A method's batch often comes from a small set (min(batch_size, |forget|) rows,
 or a retain batch joined with a few forget rows), so `run_sgd` pads every batch with rows of
-weight 0 up to that multiple (`pad_rows`): the number of real rows per step, the steps and
+weight 0 up to that multiple (`pipeline.pad_rows`): the number of real rows per step, the steps and
 the loss stay what they are on one device.
 """
 
@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from unlearn_jax import parallel, train
+from unlearn_jax import train
+from unlearn_jax.data import pipeline
 
 
 def run_sgd(state: train.TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]],
@@ -31,58 +32,17 @@ def run_sgd(state: train.TrainState, batch_fn: Callable[[int], dict[str, np.ndar
 
   Progress, finite-loss checks and checkpoints come from `train.fit`; a non-finite loss raises
   FloatingPointError, which the study records as `diverged` for this method. Batches are padded
-  to a multiple of the mesh size (`mesh_batches`), so a step function must give rows whose
+  to a multiple of the mesh size (`pipeline.mesh_batches`), so a step function must give rows whose
   `weight` (and every `*_weight` field) is 0 no influence on the update.
   """
   tx = tx or train.make_optimizer("sgd", float(lr), int(num_steps), momentum=momentum)
   state = state.with_optimizer(tx)
-  return train.fit(state, mesh_batches(batch_fn, data.mesh), num_steps,
+  return train.fit(state, pipeline.mesh_batches(batch_fn, data.mesh), num_steps,
                    name=f"{name}/seed_{data.seed}",
                    mesh=data.mesh, seed=data.seed,
                    checkpoint_dir=data.checkpoint_dir,
                    checkpoint_every=config.train.checkpoint_every,
                    log_every=config.train.log_every, writer=data.writer, step_fn=step_fn)
-
-
-def weight_fields(batch: dict[str, np.ndarray]) -> list[str]:
-  """The per-row loss weights of a batch: `weight` and any field named `*_weight`."""
-  return [key for key in batch if key == "weight" or key.endswith("_weight")]
-
-
-def pad_rows(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
-  """`batch` with `size` rows: the rows as given, then copies of them with every weight 0.
-
-  Copies of real rows (rather than zeros) keep the filler rows' losses finite, so that
-  0 · loss is exactly 0. A batch of `size` rows or more is returned unchanged.
-
-  Raises:
-    ValueError: the batch must grow but has no weight field (its filler rows would count).
-  """
-  num = len(next(iter(batch.values())))
-  if num >= size:
-    return batch
-  weights = weight_fields(batch)
-  if not weights:
-    raise ValueError(f"cannot pad a batch of {num} rows to {size}: it has no 'weight' field to "
-                     f"mask the filler rows (fields: {sorted(batch)})")
-  rows = np.resize(np.arange(num), size)
-  padded = {key: value[rows] for key, value in batch.items()}
-  for key in weights:
-    padded[key][num:] = 0
-  return padded
-
-
-def mesh_batches(batch_fn: Callable[[int], dict[str, np.ndarray]],
-                 mesh: jax.sharding.Mesh) -> Callable[[int], dict[str, np.ndarray]]:
-  """`batch_fn` whose batches are padded (`pad_rows`) to a multiple of the mesh size."""
-  if mesh.devices.size == 1:
-    return batch_fn
-
-  def padded(step: int) -> dict[str, np.ndarray]:
-    batch = batch_fn(step)
-    return pad_rows(batch, parallel.round_up(len(next(iter(batch.values()))), mesh))
-
-  return padded
 
 
 def example_loss(apply_fn: Callable, variables: dict, image: jax.Array,

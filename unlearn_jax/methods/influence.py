@@ -269,7 +269,7 @@ def unlearn(state, data, config, rng):
     sampler = pipeline.EpochSampler(hessian_data, real, data.seed)
 
     def batch_matvec(step, v):
-      host = common.pad_rows(sampler.batch(step), batch_size)
+      host = pipeline.pad_rows(sampler.batch(step), batch_size)
       batch = parallel.global_batch(host, data.mesh)
       hvp = objective.hvp_sum([batch], v) / float(np.sum(host["weight"]))
       return hvp + shift * v

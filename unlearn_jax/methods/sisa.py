@@ -46,9 +46,8 @@ import numpy as np
 import optax
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import parallel, train
+from unlearn_jax import train
 from unlearn_jax.data import pipeline
-from unlearn_jax.methods import common
 
 
 # The unlearned model is the shard ensemble (its own parameter tree and apply function), not the
@@ -130,12 +129,8 @@ def train_slice(state: train.TrainState, data: Arrays, rows: np.ndarray, epochs:
   sampler = pipeline.EpochSampler({k: data[k][rows] for k in pipeline.BATCH_KEYS},
                                   int(recipe.batch_size), seed)
   directory = os.path.join(checkpoint_dir, key) if checkpoint_dir else None
-  # Replicated on the mesh first: `train.fit` donates a copy of its input, and a copy made
-  # straight from one device to many shares the first device's buffers (jax 0.10), so the
-  # donation would delete arrays of `state` (e.g. a fresh optimiser state), which a shard's
-  # retraining may start from again.
-  state = parallel.replicate(state.replace(step=jnp.zeros((), jnp.int32)), mesh)
-  state, info = train.fit(state, common.mesh_batches(sampler.batch, mesh),
+  state = state.replace(step=jnp.zeros((), jnp.int32))
+  state, info = train.fit(state, pipeline.mesh_batches(sampler.batch, mesh),
                           epochs * sampler.steps_per_epoch, name=name, mesh=mesh, seed=seed,
                           checkpoint_dir=directory, checkpoint_every=recipe.checkpoint_every,
                           log_every=recipe.log_every, writer=writer)

@@ -242,7 +242,7 @@ def run_objective(state: train.TrainState, data, config, name: str, *, forget_lo
 
   num_steps = forget.steps_for(cfg.epochs)
   # π_ref: a replicated copy of the starting parameters (fit donates only the state it copies).
-  ref_params = jax.device_put(state.params, parallel.replicated(data.mesh), may_alias=False)
+  ref_params = parallel.replicate(state.params, data.mesh, copy=True)
   step_fn = functools.partial(jit_objective_step, ref_params=ref_params,
                               beta=jnp.float32(beta), gamma=jnp.float32(gamma),
                               use_ref=forget_loss in REF_TERMS or retain_loss in REF_TERMS)
