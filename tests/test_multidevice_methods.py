@@ -158,6 +158,10 @@ TWO_PROCESSES = textwrap.dedent("""
           lambda: detect.scores("embedding", forget["image"], images, state=on_host))
     check("embeddings", lambda: detect.embeddings(original, images, mesh=mesh, batch_size=12),
           lambda: detect.embeddings(on_host, images))
+    large = np.random.default_rng(3).integers(0, 256, (20, 12, 12, 1), dtype=np.uint8)
+    check("ssim_scores",
+          lambda: detect.scores("ssim", large[:3], large, mesh=mesh, batch_size=12),
+          lambda: detect.scores("ssim", large[:3], large))
 
     rng = np.random.default_rng(1)
     model = models.get("transformer", 11, num_layers=1, width=8, heads=2, max_len=8)
@@ -191,7 +195,8 @@ TWO_PROCESSES = textwrap.dedent("""
              **out)
     jax.distributed.shutdown()
 """)
-GATHERED = ("ensemble", "embedding_scores", "embeddings", "lm_logprobs", "generated")
+GATHERED = ("ensemble", "embedding_scores", "embeddings", "ssim_scores", "lm_logprobs",
+            "generated")
 HOST_METHODS = ("fisher", "influence")
 
 
@@ -232,6 +237,7 @@ def test_sharded_results_come_back_whole_on_every_process(two_processes):
       np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=f"{index} {name}")
     assert results["ensemble"].shape == (2, 40, 3)
     assert results["embedding_scores"].shape == (4, 40)
+    assert results["ssim_scores"].shape == (3, 20)
     assert results["generated"].shape == (6, 3)
 
 

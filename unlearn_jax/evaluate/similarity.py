@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unlearn_jax import parallel
+
 WINDOW = 11  # Gaussian window side, in pixels.
 SIGMA = 1.5  # Gaussian window standard deviation, in pixels.
 K1 = 0.01
@@ -159,7 +161,8 @@ def pairwise_ssim(a: np.ndarray | jax.Array, b: np.ndarray | jax.Array,
   chunk = min(chunk, num_a)
   padded = -num_a % chunk
   a = jnp.concatenate([a, jnp.zeros((padded,) + a.shape[1:], a.dtype)]) if padded else a
-  return np.asarray(_pairwise(a, b, chunk))[:num_a]
+  # Gathered from every process when `b` is split across several (a collective then).
+  return parallel.to_host(_pairwise(a, b, chunk))[:num_a]
 
 
 def best_match(targets: np.ndarray | jax.Array, candidates: np.ndarray | jax.Array,

@@ -321,10 +321,6 @@ def scores(measure: str, targets: np.ndarray, candidates: np.ndarray, *,
 def _ssim_scores(targets: np.ndarray, candidates: np.ndarray, mesh: jax.sharding.Mesh | None,
                  batch_size: int) -> np.ndarray:
   """(T, N) SSIM through `similarity.pairwise_ssim`, candidates in fixed-size chunks."""
-  if jax.process_count() > 1:
-    # pairwise_ssim fetches its result with np.asarray, which cannot read chunks split across
-    # processes: there every process scores every chunk on its own default device.
-    mesh = None
   size = _chunk_size(batch_size, len(candidates), mesh)
   target_images = targets.astype(np.float32) / 255.0
   labels = np.zeros(len(candidates), np.int32)
