@@ -73,7 +73,7 @@ def test_training_compiles_only_before_its_first_step(name, steps_per_call):
   assert again == []
 
 
-def test_runs_of_other_lengths_share_the_cosine_train_step():
+def test_runs_of_other_lengths_and_settings_share_one_train_step():
   model = models.get("mlp", 4, **TINY["mlp"])
   mesh = parallel.make_mesh()
   recipe = _recipe()
@@ -86,28 +86,35 @@ def test_runs_of_other_lengths_share_the_cosine_train_step():
   with train.CompileCounter() as counter:
     long, _ = train.fit(init.with_optimizer(train.optimizer_from_config(recipe, 10)),
                         sampler.batch, 10, name="long", mesh=mesh, seed=0)
+    # What a method runs: another lr, no momentum or weight decay, a constant schedule.
+    other = train.make_optimizer("sgd", 0.01, 4, momentum=0.0)
+    train.fit(init.with_optimizer(other), sampler.batch, 4, name="method", mesh=mesh, seed=0)
   assert counter.names == []
   # Each run still decays over its own length: the first 6 steps of the 10-step run took
   # larger steps than the 6-step run, which reached lr 0 at its end.
   long6, _ = train.fit(init.with_optimizer(train.optimizer_from_config(recipe, 10)),
                        sampler.batch, 6, name="long6", mesh=mesh, seed=0)
   assert not np.allclose(jax.tree.leaves(short.params)[0], jax.tree.leaves(long6.params)[0])
-  assert int(long.opt_state[-1].total_steps) == 10
-  assert int(short.opt_state[-1].total_steps) == 6
+  assert int(long.opt_state.hyper.total_steps) == 10
+  assert int(short.opt_state.hyper.total_steps) == 6
 
 
-def test_cosine_optimiser_matches_optax_schedules():
+def test_optimisers_match_optax():
   params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.ones(3)}
   grads = [jax.tree.map(lambda x, i=i: jnp.sin(x * (i + 1.0)) + 0.1 * i, params) for i in range(8)]
   lr, total, wd = 0.1, 5, 1e-3  # 8 updates past a length of 5: the lr stays at 0 after step 5.
-  schedule = optax.cosine_decay_schedule(lr, total)
-  references = {
-      "sgd": optax.chain(optax.add_decayed_weights(wd), optax.sgd(schedule, momentum=0.9)),
-      "adam": optax.chain(optax.add_decayed_weights(wd), optax.adam(schedule)),
-      "adamw": optax.adamw(schedule, weight_decay=wd)}
-  for name, reference in references.items():
-    ours = train.make_optimizer(name, lr, total, momentum=0.9, weight_decay=wd,
-                                schedule="cosine")
+  cases = []
+  for schedule in ("cosine", "constant"):
+    rate = optax.cosine_decay_schedule(lr, total) if schedule == "cosine" else lr
+    for momentum in (0.9, 0.0):
+      cases.append((("sgd", schedule, momentum), optax.chain(
+          optax.add_decayed_weights(wd), optax.sgd(rate, momentum=momentum or None))))
+    cases.append((("adam", schedule, 0.0),
+                  optax.chain(optax.add_decayed_weights(wd), optax.adam(rate))))
+    cases.append((("adamw", schedule, 0.0), optax.adamw(rate, weight_decay=wd)))
+  for (name, schedule, momentum), reference in cases:
+    ours = train.make_optimizer(name, lr, total, momentum=momentum, weight_decay=wd,
+                                schedule=schedule)
     results = []
     for tx in (reference, ours):
       p, state = params, tx.init(params)
@@ -116,11 +123,11 @@ def test_cosine_optimiser_matches_optax_schedules():
         p = optax.apply_updates(p, updates)
       results.append(p)
     for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
-      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7, err_msg=name)
-  other = train.make_optimizer("sgd", lr, 9, schedule="cosine")
-  same = train.make_optimizer("sgd", lr, total, schedule="cosine")
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7, err_msg=f"{name} {schedule}")
+  other = train.make_optimizer("sgd", 2 * lr, 9, momentum=0.0, schedule="constant")
+  same = train.make_optimizer("sgd", lr, total, weight_decay=wd, schedule="cosine")
   assert other == same and hash(other) == hash(same)  # one static structure for jit
-  assert other != train.make_optimizer("sgd", 2 * lr, 9, schedule="cosine")
+  assert other != train.make_optimizer("adam", lr, 9, schedule="cosine")
 
 
 def test_compile_counter_sees_each_new_shape_once():

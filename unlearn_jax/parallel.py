@@ -201,6 +201,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
+@jax.jit
+def _copy_arrays(arrays: list) -> list:
+  return [jnp.copy(array) for array in arrays]
+
+
 def replicate(tree, mesh: Mesh, *, copy: bool = False):
   """Every leaf of `tree` replicated on the mesh (parameters, optimiser state).
 
@@ -213,9 +218,14 @@ def replicate(tree, mesh: Mesh, *, copy: bool = False):
   if copy:
     # `device_put(..., may_alias=False)` still reuses the buffer of an array that already sits
     # on one of the mesh's devices (1 device -> many); a fresh copy first is never aliased.
-    tree = jax.tree.map(lambda leaf: jnp.array(leaf, copy=True)
-                        if isinstance(leaf, jax.Array) and leaf.is_fully_addressable else leaf,
-                        tree)
+    # One jitted copy of the whole tree: one compilation per tree structure, not per shape.
+    leaves, treedef = jax.tree.flatten(tree)
+    local = [i for i, leaf in enumerate(leaves)
+             if isinstance(leaf, jax.Array) and leaf.is_fully_addressable]
+    copies = _copy_arrays([leaves[i] for i in local])
+    for i, fresh in zip(local, copies):
+      leaves[i] = fresh
+    tree = jax.tree.unflatten(treedef, leaves)
   if jax.process_count() == 1:
     return jax.device_put(tree, sharding, may_alias=not copy)
 

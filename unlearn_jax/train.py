@@ -65,46 +65,36 @@ class TrainState(struct.PyTreeNode):
     return self.replace(tx=tx, opt_state=tx.init(self.params), step=jnp.zeros((), jnp.int32))
 
 
-class CosineState(NamedTuple):
-  """State of `scale_by_cosine_lr`: the step count and the run's length (an array, not static)."""
-  count: jax.Array
-  total_steps: jax.Array
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
-def scale_by_cosine_lr(lr: float) -> optax.GradientTransformation:
-  """Scales updates by −lr · ½(1 + cos(π · min(t, T) / T)), T read from the optimiser state.
-
-  The same decay as `optax.cosine_decay_schedule(lr, T)`, but T lives in the state (set by
-  `make_optimizer`'s init) instead of in the traced function, so runs of any length share one
-  compiled step.
-  """
-
-  def init(params):
-    del params
-    return CosineState(count=jnp.zeros((), jnp.int32), total_steps=jnp.ones((), jnp.int32))
-
-  def update(updates, state, params=None):
-    del params
-    total = state.total_steps.astype(jnp.float32)
-    count = jnp.minimum(state.count.astype(jnp.float32), total)
-    scale = -lr * 0.5 * (1.0 + jnp.cos(jnp.pi * count / total))
-    updates = jax.tree.map(lambda u: (scale * u).astype(u.dtype), updates)
-    return updates, CosineState(count=optax.safe_int32_increment(state.count),
-                                total_steps=state.total_steps)
-
-  return optax.GradientTransformation(init, update)
+class Hyperparameters(NamedTuple):
+  """An optimiser's settings, kept in its state as arrays (not baked into the compiled step)."""
+  count: jax.Array  # Steps taken.
+  total_steps: jax.Array  # The run's length (the cosine schedule's horizon).
+  lr: jax.Array
+  momentum: jax.Array  # SGD only.
+  weight_decay: jax.Array
+  cosine: jax.Array  # True: lr · ½(1 + cos(π · min(t, T) / T)); False: constant lr.
 
 
-class _LengthFreeOptimizer(optax.GradientTransformation):
-  """An optimiser whose run length is only in its initial state.
+class OptimizerState(NamedTuple):
+  inner: Any  # SGD: the momentum trace; Adam(W): optax.scale_by_adam's state.
+  hyper: Hyperparameters
 
-  Objects that share `update` compare (and hash) equal, so `TrainState`s of runs of different
-  lengths are the same static structure to `jax.jit`: one compilation serves them all.
+
+class _Optimizer(optax.GradientTransformation):
+  """An optax transformation whose settings live in its initial state.
+
+  All optimisers of one kind (sgd, adam or adamw) share one `update` and compare (and hash)
+  equal, so `TrainState`s of any learning rate, momentum, weight decay, schedule and run length
+  are the same static structure to `jax.jit`: one compiled train step per model serves every
+  reference model and every SGD-based method.
   """
   __slots__ = ()
 
   def __eq__(self, other):
-    return isinstance(other, _LengthFreeOptimizer) and self.update is other.update
+    return isinstance(other, _Optimizer) and self.update is other.update
 
   def __ne__(self, other):
     return not self == other
@@ -114,43 +104,69 @@ class _LengthFreeOptimizer(optax.GradientTransformation):
 
 
 @functools.lru_cache(maxsize=None)
-def _base_optimizer(name: str, lr: float, momentum: float, weight_decay: float,
-                    cosine: bool) -> optax.GradientTransformation:
-  """The optimiser without its run length (constant lr, or `scale_by_cosine_lr` last)."""
-  scale = scale_by_cosine_lr(lr) if cosine else optax.scale_by_learning_rate(lr)
-  if name == "sgd":
-    return optax.chain(optax.add_decayed_weights(weight_decay),
-                       optax.trace(decay=momentum) if momentum else optax.identity(), scale)
-  if name == "adam":
-    return optax.chain(optax.add_decayed_weights(weight_decay), optax.scale_by_adam(), scale)
-  if name == "adamw":
-    return optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(weight_decay), scale)
-  raise ValueError(f"optimizer={name!r}: must be one of sgd, adam, adamw")
+def _update_fn(name: str) -> Callable:
+  """The shared update of optimiser kind `name`; every setting is read from the state.
+
+  sgd:   u = −lr_t · trace,  trace ← (g + wd·θ) + momentum · trace
+  adam:  u = −lr_t · adam(g + wd·θ)   (L2 through the gradient)
+  adamw: u = −lr_t · (adam(g) + wd·θ) (decoupled weight decay)
+  The same operations, in the same order, as optax's `sgd`/`adam`/`adamw` chained after (or,
+  for adamw, before) `add_decayed_weights` with `cosine_decay_schedule` or a constant lr.
+  """
+  adam = optax.scale_by_adam()
+
+  def update(grads, state: OptimizerState, params=None):
+    hyper = state.hyper
+    if name in ("sgd", "adam"):
+      grads = jax.tree.map(lambda g, p: g + hyper.weight_decay * p, grads, params)
+    if name == "sgd":
+      updates = jax.tree.map(lambda g, t: g + hyper.momentum * t, grads, state.inner)
+      inner = updates
+    else:
+      updates, inner = adam.update(grads, state.inner, params)
+    if name == "adamw":
+      updates = jax.tree.map(lambda u, p: u + hyper.weight_decay * p, updates, params)
+    total = hyper.total_steps.astype(jnp.float32)
+    count = jnp.minimum(hyper.count.astype(jnp.float32), total)
+    decay = jnp.where(hyper.cosine, 0.5 * (1.0 + jnp.cos(jnp.pi * count / total)), 1.0)
+    scale = -(hyper.lr * decay)
+    updates = jax.tree.map(lambda u: (scale * u).astype(u.dtype), updates)
+    hyper = hyper._replace(count=optax.safe_int32_increment(hyper.count))
+    return updates, OptimizerState(inner=inner, hyper=hyper)
+
+  return update
 
 
 @functools.lru_cache(maxsize=None)
 def make_optimizer(name: str, lr: float, total_steps: int, *, momentum: float = 0.9,
                    weight_decay: float = 0.0, schedule: str = "constant"
                    ) -> optax.GradientTransformation:
-  """An optax optimiser (SGD with momentum, Adam with L2 decay, or AdamW).
+  """SGD with momentum, Adam with L2 decay, or AdamW, with a constant or cosine learning rate.
 
-  `schedule='cosine'` decays the learning rate to 0 over `total_steps`; the length is kept in the
-  optimiser state, so equal recipes of any length share one object's `update` and one compiled
-  train step. Equal recipes return the same (cached) object.
+  `schedule='cosine'` decays the learning rate to 0 over `total_steps`. Every setting is kept in
+  the optimiser state, so optimisers of one kind compare equal and share one compiled train
+  step (see `_Optimizer`); equal recipes also return the same (cached) object.
   """
+  if name not in OPTIMIZERS:
+    raise ValueError(f"optimizer={name!r}: must be one of {', '.join(OPTIMIZERS)}")
   if schedule not in ("constant", "cosine"):
     raise ValueError(f"schedule={schedule!r}: must be 'constant' or 'cosine'")
-  base = _base_optimizer(name, float(lr), float(momentum), float(weight_decay),
-                         schedule == "cosine")
-  if schedule == "constant":
-    return base
-  total = max(int(total_steps), 1)
+  adam = optax.scale_by_adam()
+  hyper = dict(total_steps=max(int(total_steps), 1), lr=float(lr),
+               momentum=float(momentum) if name == "sgd" else 0.0,
+               weight_decay=float(weight_decay), cosine=schedule == "cosine")
 
   def init(params):
-    state = base.init(params)
-    return state[:-1] + (state[-1]._replace(total_steps=jnp.asarray(total, jnp.int32)),)
+    inner = (jax.tree.map(jnp.zeros_like, params) if name == "sgd" else adam.init(params))
+    return OptimizerState(inner=inner, hyper=Hyperparameters(
+        count=jnp.zeros((), jnp.int32),
+        total_steps=jnp.asarray(hyper["total_steps"], jnp.int32),
+        lr=jnp.asarray(hyper["lr"], jnp.float32),
+        momentum=jnp.asarray(hyper["momentum"], jnp.float32),
+        weight_decay=jnp.asarray(hyper["weight_decay"], jnp.float32),
+        cosine=jnp.asarray(hyper["cosine"])))
 
-  return _LengthFreeOptimizer(init, base.update)
+  return _Optimizer(init, _update_fn(name))
 
 
 def optimizer_from_config(train_config, total_steps: int) -> optax.GradientTransformation:
