@@ -6,6 +6,7 @@ one device, so checks that need a mesh of several devices run their code in a su
 """
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -32,3 +33,35 @@ def run_on_cpu_devices(script: str, num_devices: int = 4, timeout: float = 300) 
                           capture_output=True, text=True, timeout=timeout)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout
+
+
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 that is free now (for a jax.distributed coordinator)."""
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    return sock.getsockname()[1]
+
+
+def run_processes(commands: list[list[str]], env: dict[str, str],
+                  timeout: float = 400) -> list[str]:
+  """Starts every command at once (e.g. the processes of one jax.distributed run), waits for all.
+
+  Returns:
+    Each process's combined stdout and stderr, in order.
+
+  Raises:
+    AssertionError: a process exited with a non-zero status (the end of its output is shown).
+  """
+  processes = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for command in commands]
+  outputs = []
+  try:
+    for process in processes:
+      outputs.append(process.communicate(timeout=timeout)[0])
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+  for process, output in zip(processes, outputs):
+    assert process.returncode == 0, output[-4000:]
+  return outputs

@@ -15,8 +15,6 @@
 
 import json
 import os
-import socket
-import subprocess
 import sys
 import textwrap
 
@@ -24,11 +22,10 @@ import jax
 import numpy as np
 import pytest
 
-from devices import run_on_cpu_devices
+from devices import free_port, run_on_cpu_devices, run_processes
 from unlearn_jax import methods, parallel
 from unlearn_jax.data import pipeline
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The toy problem of every run: 40 random 6x6 images of 3 classes, the first 4 are T.
 TOY = textwrap.dedent("""
@@ -200,31 +197,14 @@ GATHERED = ("ensemble", "embedding_scores", "embeddings", "ssim_scores", "lm_log
 HOST_METHODS = ("fisher", "influence")
 
 
-def _free_port() -> int:
-  with socket.socket() as sock:
-    sock.bind(("127.0.0.1", 0))
-    return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("two_processes"))
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
          "JAX_PLATFORMS": "cpu"}
-  port = str(_free_port())
-  processes = [subprocess.Popen([sys.executable, "-c", TWO_PROCESSES, port, str(index), out],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True) for index in (0, 1)]
-  outputs = []
-  try:
-    for process in processes:
-      outputs.append(process.communicate(timeout=300)[0])
-  finally:
-    for process in processes:
-      if process.poll() is None:
-        process.kill()
-  for process, output in zip(processes, outputs):
-    assert process.returncode == 0, output[-4000:]
+  port = str(free_port())
+  run_processes([[sys.executable, "-c", TWO_PROCESSES, port, str(index), out] for index in (0, 1)],
+                env, timeout=300)
   return [dict(np.load(os.path.join(out, f"process_{i}.npz"))) for i in (0, 1)]
 
 

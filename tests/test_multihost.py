@@ -10,24 +10,17 @@ process 0 may write files. All three processes run at once (~30 s of CPU each).
 
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from devices import free_port, run_processes
 from unlearn_jax import parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "multihost_worker.py")
 TIME_KEYS = ("time_s", "time_vs_retrain", "time_s_ci")
-
-
-def free_port() -> int:
-  with socket.socket() as sock:
-    sock.bind(("127.0.0.1", 0))
-    return sock.getsockname()[1]
 
 
 def without_times(tree):
@@ -66,18 +59,7 @@ def runs(tfds_data_dir, tmp_path_factory):
   commands += [[sys.executable, WORKER, f"--out={two}", "--devices=4",
                 f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
                 f"--process_id={index}", *common] for index in (0, 1)]
-  processes = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True) for command in commands]
-  outputs = []
-  try:
-    for process in processes:
-      outputs.append(process.communicate(timeout=400)[0])
-  finally:
-    for process in processes:
-      if process.poll() is None:
-        process.kill()
-  for process, output in zip(processes, outputs):
-    assert process.returncode == 0, output[-4000:]
+  run_processes(commands, env, timeout=400)
   return str(one), str(two)
 
 
