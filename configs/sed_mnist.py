@@ -9,7 +9,7 @@ on ~4,200 images), runs finetune, grad_ascent and random_label and the reconstru
 (comma-separated; tuples take `+`-separated items):
 
     :runlocal              ~1,000 training images, 3 epochs, 4 LiRA models, a small
-                           reconstruction track: 89 s on a 2-core CPU (174 s with seeds=3)
+                           reconstruction track: 66 s on a 2-core CPU (see README)
     :seeds=3               three training seeds (mean ± 95% CI)
     :methods=finetune+grad_ascent
     :similar=5,ratio=0.5   SED strength
