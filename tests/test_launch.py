@@ -24,9 +24,12 @@ def sweep_flags(argv: list[str]) -> dict[str, str]:
 
 def test_local(tmp_path):
   result = dry_run("local.py", f"--workdir={tmp_path}/sweep", "--parallel=2",
-                   "--python=python3", "--", "--config.study.data_dir=/data/tfds")
+                   "--python=python3", "--", "--config.study.data_dir=/data/tfds",
+                   env={"GLIBC_TUNABLES": ""})
   assert result.returncode == 0, result.stderr
   argv = shlex.split(result.stdout)
+  assert argv[0] == "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"
+  argv = argv[1:]
   assert argv[:3] == ["python3", "-m", "unlearn_jax.sweep"]
   assert sweep_flags(argv) == {
       "--config": "configs/sweep_similarity.py:runlocal", "--workdir": f"{tmp_path}/sweep",
@@ -36,6 +39,15 @@ def test_local(tmp_path):
   from unlearn_jax import sweep  # pylint: disable=g-import-not-at-top
   path, _, variant = sweep_flags(argv)["--config"].partition(":")
   assert sweep.load_config_file(path, variant).parallel == 1
+
+
+def test_local_keeps_the_glibc_tunables_already_set():
+  result = dry_run("local.py", "--workdir=/tmp/sweep", env={"GLIBC_TUNABLES": "glibc.a=1"})
+  assert shlex.split(result.stdout)[0] == "GLIBC_TUNABLES=glibc.a=1:glibc.malloc.hugetlb=1"
+  result = dry_run("local.py", "--workdir=/tmp/sweep", "--nohugepages",
+                   env={"GLIBC_TUNABLES": ""})
+  assert result.returncode == 0, result.stderr
+  assert "GLIBC_TUNABLES" not in result.stdout
 
 
 def test_gpu_box_gives_each_worker_its_gpus():
