@@ -20,8 +20,8 @@ from benchmarks import timing
 from unlearn_jax import defaults, ensemble, models, parallel
 
 def compare(model_name: str, members: int = 8, examples: int = 2048, epochs: int = 2,
-            batch_size: int = 128, repeats: int = 3, model_kwargs: dict | None = None
-            ) -> dict[str, Any]:
+            batch_size: int = 128, repeats: int = 3, model_kwargs: dict | None = None,
+            steps_per_call: int = 1) -> dict[str, Any]:
   """Median seconds to train `members` models vmapped and in a loop, and their ratio.
 
   Returns:
@@ -36,6 +36,7 @@ def compare(model_name: str, members: int = 8, examples: int = 2048, epochs: int
   recipe = defaults.base_config().train
   recipe.epochs, recipe.batch_size, recipe.log_every = epochs, batch_size, 10**9
   recipe.checkpoint_every = 10**9
+  recipe.steps_per_call = steps_per_call  # both paths: a lax.scan over this many steps per call
   ensemble_members = [ensemble.Member(data, seed) for seed in range(members)]
 
   def run(vectorize: bool) -> None:
@@ -55,7 +56,7 @@ def main(argv):
   flag = flags.FLAGS
   kwargs = {"hidden": (flag.hidden,) * 2} if flag.hidden else {}
   result = compare(flag.model, flag.members, flag.examples, flag.epochs, flag.batch_size,
-                   flag.repeats, kwargs)
+                   flag.repeats, kwargs, flag.steps_per_call)
   print(f"{flag.model}: {flag.members} models × {result['steps']} steps (batch "
         f"{flag.batch_size}) on {jax.devices()[0].platform}: vmapped "
         f"{result['vmapped']['median']:.2f} s, loop {result['loop']['median']:.2f} s (medians of "
@@ -71,4 +72,5 @@ if __name__ == "__main__":
   flags.DEFINE_integer("batch_size", 128, "batch size")
   flags.DEFINE_integer("repeats", 3, "timed repetitions of each path")
   flags.DEFINE_integer("hidden", 0, "mlp only: width of its two hidden layers (0: default)")
+  flags.DEFINE_integer("steps_per_call", 1, "train steps per jitted call, on both paths")
   app.run(main)

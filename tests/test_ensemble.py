@@ -67,6 +67,22 @@ def test_loop_path_gives_the_same_models(trained):
     assert _max_diff(a, b) < 1e-5
 
 
+def test_several_steps_per_call_give_the_same_models(trained, monkeypatch):
+  states, _ = trained
+  calls = []
+  scan = ensemble._jit_ensemble_steps  # pylint: disable=protected-access
+  monkeypatch.setattr(ensemble, "_jit_ensemble_steps",
+                      lambda *args: calls.append(1) or scan(*args))
+  recipe = _recipe()
+  recipe.steps_per_call = 2  # checkpoint_every=3: calls of 2 and of 1 step around the saves
+  scanned, info = ensemble.train_ensemble(MODEL, MEMBERS, recipe, image_shape=(6, 6, 1),
+                                          mesh=MESH, name="scan", vectorize=True)
+  assert info["vectorized"] and calls  # some calls ran several steps
+  for a, b in zip(states, scanned):
+    assert int(a.step) == int(b.step)
+    assert _max_diff(a, b) < 1e-6
+
+
 def test_predict_matches_each_model(trained):
   states, _ = trained
   data = _data(23, 9)

@@ -52,10 +52,16 @@ def stack(states: Sequence[train.TrainState]) -> train.TrainState:
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
 
 
-def unstack(stacked: train.TrainState) -> list[train.TrainState]:
-  """The members of a stacked state, in order."""
-  count = int(stacked.step.shape[0])
+@jax.jit
+def _split_members(stacked: train.TrainState) -> list[train.TrainState]:
+  count = stacked.step.shape[0]
   return [jax.tree.map(lambda leaf, k=k: leaf[k], stacked) for k in range(count)]
+
+
+def unstack(stacked: train.TrainState) -> list[train.TrainState]:
+  """The members of a stacked state, in order (one jitted call: indexing leaf by leaf took a
+  quarter of a small ensemble's training time)."""
+  return _split_members(stacked)
 
 
 def _ensemble_step(state: train.TrainState, batch: dict[str, jax.Array],
@@ -67,6 +73,16 @@ def _ensemble_step(state: train.TrainState, batch: dict[str, jax.Array],
 
 
 _jit_ensemble_step = jax.jit(_ensemble_step, donate_argnums=0)
+
+
+def _ensemble_steps(state: train.TrainState, batches: dict[str, jax.Array],
+                    member_keys: jax.Array) -> tuple[train.TrainState, dict[str, jax.Array]]:
+  """`_ensemble_step` on each batch along the leading (steps) axis: one `lax.scan`."""
+  return jax.lax.scan(lambda carry, batch: _ensemble_step(carry, batch, member_keys), state,
+                      batches)
+
+
+_jit_ensemble_steps = jax.jit(_ensemble_steps, donate_argnums=0)
 
 
 def train_ensemble(model: flax.linen.Module, members: Sequence[Member], recipe, *,
@@ -126,15 +142,18 @@ def train_ensemble(model: flax.linen.Module, members: Sequence[Member], recipe, 
       batches = [batch_of(step) for batch_of in group_samplers]
       return {key: np.stack([b[key] for b in batches]) for key in batches[0]}
 
-    step_fn = functools.partial(_drop_base_key, member_keys=member_keys)
+    step_fn = functools.partial(_drop_base_key, member_keys=member_keys,
+                                step=_jit_ensemble_step)
+    multi_step_fn = functools.partial(_drop_base_key, member_keys=member_keys,
+                                      step=_jit_ensemble_steps)
     label = f"{name} ({len(indices)} models)"
     logging.info("[%s] training %d models at once, %d steps each", name, len(indices), num_steps)
     directory = os.path.join(checkpoint_dir, f"steps_{num_steps}") if checkpoint_dir else None
     stacked, group_info = train.fit(
         stacked, batch_fn, num_steps, name=label, mesh=mesh, seed=0, checkpoint_dir=directory,
         checkpoint_every=int(recipe.checkpoint_every), log_every=int(recipe.log_every),
-        writer=writer, step_fn=step_fn,
-        put_batch=functools.partial(parallel.global_batch, axis=1))
+        writer=writer, step_fn=step_fn, multi_step_fn=multi_step_fn, batch_axis=1,
+        steps_per_call=int(getattr(recipe, "steps_per_call", 1)))
     for k, state in zip(indices, unstack(stacked)):
       states[k] = state
     info["groups"].append({"members": indices, "steps": num_steps, **group_info})
@@ -171,9 +190,9 @@ def _train_loop(model, members, recipe, *, image_shape, mesh, name, checkpoint_d
   return states, info
 
 
-def _drop_base_key(state, batch, base_key, *, member_keys):
+def _drop_base_key(state, batch, base_key, *, member_keys, step):
   del base_key  # each member has its own seed's key
-  return _jit_ensemble_step(state, batch, member_keys)
+  return step(state, batch, member_keys)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -389,7 +389,7 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
         name: str, mesh: jax.sharding.Mesh, seed: int, checkpoint_dir: str | None = None,
         checkpoint_every: int = 500, log_every: int = 50,
         writer: MetricWriter | None = None, step_fn: Callable | None = None,
-        put_batch: Callable | None = None, steps_per_call: int = 1,
+        batch_axis: int = 0, steps_per_call: int = 1,
         multi_step_fn: Callable | None = None) -> tuple[TrainState, dict[str, Any]]:
   """Runs `num_steps` train steps, batch `batch_fn(step)` at each, resuming from checkpoints.
 
@@ -407,8 +407,8 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
     step_fn: `(state, batch, base_key) -> (state, metrics)` with a scalar `metrics['loss']`;
       default `jit_train_step`. Methods with their own update pass a jitted step here, binding
       extra arrays (e.g. a teacher's parameters) with functools.partial so they stay arguments.
-    put_batch: `(host_batch, mesh) -> device batch`; default `parallel.global_batch` (an
-      ensemble passes one that splits axis 1 of its stacked batches).
+    batch_axis: the axis of a host batch split across the mesh (an ensemble's stacked batches,
+      (members, batch, ...), pass 1).
     steps_per_call: run up to this many steps per call of `multi_step_fn`, on the host
       batches of those steps stacked along a new leading axis and split across the mesh along
       axis 1 (see `train_steps`). A call never
@@ -421,8 +421,7 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
     The final state and info: steps run now, wall time, examples/s, final loss, resumed step.
 
   Raises:
-    ValueError: `steps_per_call` > 1 with a custom `put_batch`, or with a custom `step_fn` but
-      no `multi_step_fn`.
+    ValueError: `steps_per_call` > 1 with a custom `step_fn` but no `multi_step_fn`.
     DivergedError: naming the first step whose loss was not finite.
     preemption.Preempted: after SIGTERM (see unlearn_jax/preemption.py), once the state of
       the current step is checkpointed.
@@ -430,10 +429,9 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
   """
   steps_per_call = max(int(steps_per_call), 1)
   if steps_per_call > 1:
-    if put_batch is not None or (step_fn is not None and multi_step_fn is None):
-      raise ValueError("fit: steps_per_call > 1 needs the default put_batch, and a "
-                       "multi_step_fn (the update scanned over stacked batches) with a custom "
-                       "step_fn")
+    if step_fn is not None and multi_step_fn is None:
+      raise ValueError("fit: steps_per_call > 1 with a custom step_fn needs a multi_step_fn "
+                       "(the update scanned over stacked batches)")
     multi_step_fn = multi_step_fn or jit_train_steps
   manager = checkpoint_manager(checkpoint_dir) if checkpoint_dir else None
   try:
@@ -450,7 +448,7 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
     # unlearning method starts from) must survive.
     state = parallel.replicate(state, mesh, copy=True)
     loop = _Loop(name, num_steps, start, mesh, jax.random.key(seed), step_fn or jit_train_step,
-                 put_batch or parallel.global_batch, manager, checkpoint_every, log_every, writer,
+                 batch_axis, manager, checkpoint_every, log_every, writer,
                  steps_per_call=steps_per_call, multi_step_fn=multi_step_fn)
     state = loop.run(state, batch_fn)
     info.update(wall_s=loop.wall_s, examples_per_s=loop.examples / max(loop.wall_s, 1e-9),
@@ -471,7 +469,7 @@ class _Loop:
   mesh: jax.sharding.Mesh
   base_key: jax.Array
   step_fn: Callable
-  put_batch: Callable
+  batch_axis: int
   manager: ocp.CheckpointManager | None
   checkpoint_every: int
   log_every: int
@@ -491,13 +489,15 @@ class _Loop:
       count = self._steps_in_call(step)
       if count == 1:
         host_batch = batch_fn(step)
-        state, metrics = self.step_fn(state, self.put_batch(host_batch, self.mesh),
-                                      self.base_key)
+        state, metrics = self.step_fn(
+            state, parallel.global_batch(host_batch, self.mesh, axis=self.batch_axis),
+            self.base_key)
       else:
         host_batches = [batch_fn(s) for s in range(step, step + count)]
         host_batch = {key: np.stack([b[key] for b in host_batches]) for key in host_batches[0]}
         state, metrics = self.multi_step_fn(
-            state, parallel.global_batch(host_batch, self.mesh, axis=1), self.base_key)
+            state, parallel.global_batch(host_batch, self.mesh, axis=self.batch_axis + 1),
+            self.base_key)
       pending.append((step, metrics))
       # All members' examples for an ensemble (weight is (members, batch) there).
       self.examples += host_batch["weight" if "weight" in host_batch else "label"].size
