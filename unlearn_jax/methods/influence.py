@@ -63,7 +63,6 @@ from jax.flatten_util import ravel_pytree
 from unlearn_jax import config as config_lib
 from unlearn_jax import parallel, train
 from unlearn_jax.data import pipeline
-from unlearn_jax.methods import common
 
 SOLVERS = ("cg", "lissa")
 

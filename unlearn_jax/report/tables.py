@@ -270,10 +270,10 @@ def remedy_markdown(summary: Mapping[str, Any]) -> str:
               "samples above all other candidates (threshold-free).", "",
               "| measure | precision | recall | pooled precision | pooled recall | "
               "selected / target | AUC |", "|---|---|---|---|---|---|---|"]
-    for measure, stats in detection.items():
-      lines.append(f"| {measure} | {_fmt(stats, 'precision')} | {_fmt(stats, 'recall')} | "
-                   f"{_fmt(stats, 'precision_pooled')} | {_fmt(stats, 'recall_pooled')} | "
-                   f"{_fmt(stats, 'selected_per_target', 1)} | {_fmt(stats, 'auc')} |")
+    for measure, scores in detection.items():
+      lines.append(f"| {measure} | {_fmt(scores, 'precision')} | {_fmt(scores, 'recall')} | "
+                   f"{_fmt(scores, 'precision_pooled')} | {_fmt(scores, 'recall_pooled')} | "
+                   f"{_fmt(scores, 'selected_per_target', 1)} | {_fmt(scores, 'auc')} |")
   points = summary.get("remedy", {}).get("tradeoff")
   if points:
     lines += ["", "## Remedy trade-off", "",
