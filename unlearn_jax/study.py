@@ -9,13 +9,14 @@ skips what is complete. A method that fails is recorded and the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import time
 import traceback
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import ml_collections
@@ -222,6 +223,25 @@ def probe_margins(config: ml_collections.ConfigDict, workdir: str, train_split: 
   return margins
 
 
+@contextlib.contextmanager
+def method_status(status: dict[str, str], key: str) -> Iterator[None]:
+  """Runs the block of one method's run and records how it ended in `status[key]`.
+
+  'ok'; 'diverged at step N: ...' for a FloatingPointError (train.DivergedError, or a method's
+  own check); 'failed: Type: message' for any other exception, logged with its traceback and
+  not raised: a failed method must not cost the others their results.
+  """
+  try:
+    yield
+    status[key] = "ok"
+  except FloatingPointError as error:
+    status[key] = f"diverged at step {getattr(error, 'step', '?')}: {error}"
+    logging.error("%s diverged: %s", key, error)
+  except Exception as error:  # pylint: disable=broad-except
+    status[key] = f"failed: {type(error).__name__}: {error}"
+    logging.error("%s failed:\n%s", key, traceback.format_exc())
+
+
 def run_seed(context: Context, seed: int, status: dict[str, str],
              lira: evaluator.LiraReferences | None = None
              ) -> tuple[dict[str, dict], list[dict]]:
@@ -248,22 +268,13 @@ def run_seed(context: Context, seed: int, status: dict[str, str],
     if name == "retrain":  # exact unlearning is the retrain reference itself
       status[key] = "ok"
       continue
-    try:
+    with method_status(status, key):
       if remedy_track.parse(name)[1]:
         states[name], times[name], removed[name] = run_remedy(context, name, states, seed,
                                                               detection)
       else:
         states[name], times[name] = run_method(context, name, states["original"], seed)
-      status[key] = "ok"
-    except FloatingPointError as error:  # train.DivergedError, or a method's own check
-      status[key] = f"diverged at step {getattr(error, 'step', '?')}: {error}"
-      logging.error("%s diverged: %s", key, error)
-    except Exception as error:  # pylint: disable=broad-except
-      # A failed method must not cost the others their results.
-      status[key] = f"failed: {type(error).__name__}: {error}"
-      logging.error("%s failed:\n%s", key, traceback.format_exc())
-    finally:
-      context.models_done += 1
+    context.models_done += 1
 
   logging.info("stage: evaluate seed_%d", seed)
   logits = {name: {"train": predict(context, state, sed.train),

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import os
 import time
-import traceback
 from typing import Any
 
 import jax
@@ -235,19 +234,11 @@ def run_seed(context: Context, seed: int, status: dict[str, str]
     logging.info("stage: method %s/seed_%d (|forget|=%d, |retain|=%d; %s)", name, seed,
                  len(forget["tokens"]), len(retain["tokens"]), context.progress())
     start = time.perf_counter()
-    try:
+    with study.method_status(status, key):
       states[name], info = lm_methods.get(name)(states["original"], unlearn_data, config,
                                                 jax.random.fold_in(jax.random.key(seed), 2))
       times[name] = study.record_time(directory, info, time.perf_counter() - start)
-      status[key] = "ok"
-    except FloatingPointError as error:
-      status[key] = f"diverged at step {getattr(error, 'step', '?')}: {error}"
-      logging.error("%s diverged: %s", key, error)
-    except Exception as error:  # pylint: disable=broad-except
-      status[key] = f"failed: {type(error).__name__}: {error}"
-      logging.error("%s failed:\n%s", key, traceback.format_exc())
-    finally:
-      context.models_done += 1
+    context.models_done += 1
 
   logging.info("stage: evaluate seed_%d (%d models)", seed, len(states))
   scores = {name: model_scores(context, state) for name, state in states.items()}
