@@ -135,11 +135,10 @@ def train_ensemble(model: flax.linen.Module, members: Sequence[Member], recipe, 
                      for k in indices])
     member_keys = jax.device_put(jnp.stack([jax.random.key(int(members[k].seed))
                                             for k in indices]), parallel.replicated(mesh))
-    # Each member's batch padded with weight-0 rows to a multiple of the device count.
-    group_samplers = [pipeline.mesh_batches(samplers[k].batch, mesh) for k in indices]
+    group_samplers = [samplers[k] for k in indices]
 
     def batch_fn(step: int, group_samplers=group_samplers) -> dict[str, np.ndarray]:
-      batches = [batch_of(step) for batch_of in group_samplers]
+      batches = [sampler.batch(step) for sampler in group_samplers]
       return {key: np.stack([b[key] for b in batches]) for key in batches[0]}
 
     step_fn = functools.partial(_drop_base_key, member_keys=member_keys,

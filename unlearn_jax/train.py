@@ -393,6 +393,10 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
         multi_step_fn: Callable | None = None) -> tuple[TrainState, dict[str, Any]]:
   """Runs `num_steps` train steps, batch `batch_fn(step)` at each, resuming from checkpoints.
 
+  Every host batch is padded with weight-0 rows to a multiple of the device count
+  (`pipeline.mesh_batches`), so a step must give rows of weight 0 (every `weight` and
+  `*_weight` field) no influence on the update.
+
   Args:
     state: the initial state (its step is ignored when a checkpoint is restored).
     batch_fn: maps a global step to a host batch (image uint8, label, weight).
@@ -411,7 +415,7 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
       (members, batch, ...), pass 1).
     steps_per_call: run up to this many steps per call of `multi_step_fn`, on the host
       batches of those steps stacked along a new leading axis and split across the mesh along
-      axis 1 (see `train_steps`). A call never
+      `batch_axis + 1` (see `train_steps`). A call never
       spans a logging or checkpoint step, so results, logs, checkpoints and resumption are those
       of one step per call; steps left over before such a boundary run one at a time.
     multi_step_fn: `(state, stacked_batches, base_key) -> (state, metrics)` with metrics of a
@@ -450,7 +454,9 @@ def fit(state: TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]], num
     loop = _Loop(name, num_steps, start, mesh, jax.random.key(seed), step_fn or jit_train_step,
                  batch_axis, manager, checkpoint_every, log_every, writer,
                  steps_per_call=steps_per_call, multi_step_fn=multi_step_fn)
-    state = loop.run(state, batch_fn)
+    # Batches padded with weight-0 rows to a multiple of the device count: any batch size on
+    # any mesh, with the real rows of each step that one device would see.
+    state = loop.run(state, pipeline.mesh_batches(batch_fn, mesh, batch_axis))
     info.update(wall_s=loop.wall_s, examples_per_s=loop.examples / max(loop.wall_s, 1e-9),
                 final_loss=loop.last_loss)
     return state, info
@@ -575,10 +581,7 @@ def train_from_scratch(init_state: TrainState, data: dict[str, np.ndarray], reci
   sampler = pipeline.EpochSampler(data, int(recipe.batch_size), seed)
   num_steps = int(recipe.epochs) * sampler.steps_per_epoch
   state = init_state.with_optimizer(optimizer_from_config(recipe, num_steps))
-  # Padded with weight-0 rows to a multiple of the device count: any batch size on any mesh,
-  # the same real rows per step as on one device.
-  return fit(state, pipeline.mesh_batches(sampler.batch, mesh), num_steps, name=name, mesh=mesh,
-             seed=seed,
+  return fit(state, sampler.batch, num_steps, name=name, mesh=mesh, seed=seed,
              checkpoint_dir=checkpoint_dir, checkpoint_every=recipe.checkpoint_every,
              log_every=recipe.log_every, writer=writer,
              steps_per_call=int(getattr(recipe, "steps_per_call", 1)))

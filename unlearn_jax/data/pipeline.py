@@ -97,8 +97,9 @@ def weight_fields(batch: Arrays) -> list[str]:
   return [key for key in batch if key == "weight" or key.endswith("_weight")]
 
 
-def pad_rows(batch: Arrays, size: int) -> Arrays:
-  """`batch` with `size` rows: the rows as given, then copies of them with every weight 0.
+def pad_rows(batch: Arrays, size: int, axis: int = 0) -> Arrays:
+  """`batch` with `size` rows along `axis`: the rows as given, then copies of them with every
+  weight 0 (`axis=1` for an ensemble's stacked (members, batch, ...) batches).
 
   Copies of real rows (rather than zeros) keep the filler rows' losses finite, so that
   0 · loss is exactly 0. A batch of `size` rows or more is returned unchanged.
@@ -106,7 +107,7 @@ def pad_rows(batch: Arrays, size: int) -> Arrays:
   Raises:
     ValueError: the batch must grow but has no weight field (its filler rows would count).
   """
-  num = len(next(iter(batch.values())))
+  num = next(iter(batch.values())).shape[axis]
   if num >= size:
     return batch
   weights = weight_fields(batch)
@@ -114,17 +115,19 @@ def pad_rows(batch: Arrays, size: int) -> Arrays:
     raise ValueError(f"cannot pad a batch of {num} rows to {size}: it has no 'weight' field to "
                      f"mask the filler rows (fields: {sorted(batch)})")
   rows = np.resize(np.arange(num), size)
-  padded = {key: value[rows] for key, value in batch.items()}
+  padded = {key: np.take(value, rows, axis=axis) for key, value in batch.items()}
   for key in weights:
-    padded[key][num:] = 0
+    padded[key][(slice(None),) * axis + (slice(num, None),)] = 0
   return padded
 
 
-def mesh_batches(batch_fn: Callable[[int], Arrays], mesh) -> Callable[[int], Arrays]:
+def mesh_batches(batch_fn: Callable[[int], Arrays], mesh,
+                 axis: int = 0) -> Callable[[int], Arrays]:
   """`batch_fn` whose batches are padded (`pad_rows`) to a multiple of the mesh's device count.
 
   Every step then keeps the real rows it has on one device, so results do not depend on the
   number of devices (a batch of 10 on 8 devices is 10 real rows and 6 rows of weight 0).
+  `train.fit` applies it to every batch it is given.
   """
   devices = mesh.devices.size
   if devices == 1:
@@ -132,7 +135,7 @@ def mesh_batches(batch_fn: Callable[[int], Arrays], mesh) -> Callable[[int], Arr
 
   def padded(step: int) -> Arrays:
     batch = batch_fn(step)
-    rows = len(next(iter(batch.values())))
-    return pad_rows(batch, -(-rows // devices) * devices)
+    rows = next(iter(batch.values())).shape[axis]
+    return pad_rows(batch, -(-rows // devices) * devices, axis)
 
   return padded

@@ -2,7 +2,7 @@
 
 Batches are split across the devices of the mesh, so their row count must be a multiple of the
 device count. A method's batch often comes from a small set (min(batch_size, |forget|) rows,
-or a retain batch joined with a few forget rows), so `run_sgd` pads every batch with rows of
+or a retain batch joined with a few forget rows), so `train.fit` pads every batch with rows of
 weight 0 up to that multiple (`pipeline.pad_rows`): the number of real rows per step, the steps and
 the loss stay what they are on one device.
 """
@@ -18,7 +18,6 @@ import numpy as np
 import optax
 
 from unlearn_jax import train
-from unlearn_jax.data import pipeline
 
 
 def run_sgd(state: train.TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]],
@@ -31,14 +30,13 @@ def run_sgd(state: train.TrainState, batch_fn: Callable[[int], dict[str, np.ndar
   optimiser (then `lr` and `momentum` are ignored).
 
   Progress, finite-loss checks and checkpoints come from `train.fit`; a non-finite loss raises
-  FloatingPointError, which the study records as `diverged` for this method. Batches are padded
-  to a multiple of the mesh size (`pipeline.mesh_batches`), so a step function must give rows whose
-  `weight` (and every `*_weight` field) is 0 no influence on the update.
+  FloatingPointError, which the study records as `diverged` for this method. `fit` pads batches
+  to a multiple of the mesh size (`pipeline.mesh_batches`), so a step function must give rows
+  whose `weight` (and every `*_weight` field) is 0 no influence on the update.
   """
   tx = tx or train.make_optimizer("sgd", float(lr), int(num_steps), momentum=momentum)
   state = state.with_optimizer(tx)
-  return train.fit(state, pipeline.mesh_batches(batch_fn, data.mesh), num_steps,
-                   name=f"{name}/seed_{data.seed}",
+  return train.fit(state, batch_fn, num_steps, name=f"{name}/seed_{data.seed}",
                    mesh=data.mesh, seed=data.seed,
                    checkpoint_dir=data.checkpoint_dir,
                    checkpoint_every=config.train.checkpoint_every,

@@ -122,7 +122,7 @@ def train_slice(state: train.TrainState, data: Arrays, rows: np.ndarray, epochs:
   """`epochs` passes over data[rows] from `state` (optimiser state carried on).
 
   Checkpointed in `checkpoint_dir/key` (None: no checkpoint); a complete checkpoint is restored
-  instead of training. Batches are padded with weight-0 rows to a multiple of the mesh size.
+  instead of training.
   """
   if epochs == 0 or len(rows) == 0:
     return state, _no_steps()
@@ -130,7 +130,7 @@ def train_slice(state: train.TrainState, data: Arrays, rows: np.ndarray, epochs:
                                   int(recipe.batch_size), seed)
   directory = os.path.join(checkpoint_dir, key) if checkpoint_dir else None
   state = state.replace(step=jnp.zeros((), jnp.int32))
-  state, info = train.fit(state, pipeline.mesh_batches(sampler.batch, mesh),
+  state, info = train.fit(state, sampler.batch,
                           epochs * sampler.steps_per_epoch, name=name, mesh=mesh, seed=seed,
                           checkpoint_dir=directory, checkpoint_every=recipe.checkpoint_every,
                           log_every=recipe.log_every, writer=writer)
