@@ -170,18 +170,6 @@ def train_step(state: train.TrainState, batch: dict[str, jax.Array],
 jit_train_step = jax.jit(train_step, donate_argnums=0)
 
 
-def on_mesh(state: train.TrainState, mesh: jax.sharding.Mesh) -> train.TrainState:
-  """`state` replicated over `mesh`, before `train.fit` copies and donates it.
-
-  `fit` protects its caller's state by copying it (`device_put(..., may_alias=False)`), but a
-  copy from one device to a multi-device replicated sharding still shares the first device's
-  buffers (jax 0.10), so donating it would delete the caller's arrays. Replicating first makes
-  `fit`'s copy a real one. (`parallel.replicate` also places arrays that live on this
-  process's devices only, which `jax.device_put` refuses with several processes.)
-  """
-  return parallel.replicate(state, mesh)
-
-
 def train_from_scratch(init_state: train.TrainState, data: Arrays, recipe, seed: int, *,
                        name: str, mesh: jax.sharding.Mesh, checkpoint_dir: str | None = None,
                        writer: MetricWriter | None = None) -> tuple[train.TrainState, dict]:
@@ -204,7 +192,7 @@ def train_from_scratch(init_state: train.TrainState, data: Arrays, recipe, seed:
   batch_size = parallel.round_up(int(recipe.batch_size), mesh)
   sampler = pipeline.EpochSampler(data, batch_size, seed, keys=BATCH_KEYS)
   num_steps = int(recipe.epochs) * sampler.steps_per_epoch
-  state = on_mesh(init_state.with_optimizer(optimizer_from_recipe(recipe, num_steps)), mesh)
+  state = init_state.with_optimizer(optimizer_from_recipe(recipe, num_steps))
   return train.fit(state, sampler.batch, num_steps, name=name, mesh=mesh, seed=seed,
                    checkpoint_dir=checkpoint_dir, checkpoint_every=recipe.checkpoint_every,
                    log_every=recipe.log_every, writer=writer, step_fn=jit_train_step)

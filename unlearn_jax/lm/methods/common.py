@@ -205,7 +205,7 @@ def run(state: train.TrainState, batch_fn, num_steps: int, tx: optax.GradientTra
 
   Progress, finite-loss checks (DivergedError) and checkpoints come from `train.fit`.
   """
-  state = steps.on_mesh(state.with_optimizer(tx), data.mesh)
+  state = state.with_optimizer(tx)
   return train.fit(state, batch_fn, num_steps, name=f"{name}/seed_{data.seed}",
                    mesh=data.mesh, seed=data.seed, checkpoint_dir=data.checkpoint_dir,
                    checkpoint_every=config.train.checkpoint_every,
