@@ -215,20 +215,19 @@ def replicate(tree, mesh: Mesh, *, copy: bool = False):
   never aliases the input (the caller keeps a state the next step may donate).
   """
   sharding = replicated(mesh)
-  if copy:
-    # `device_put(..., may_alias=False)` still reuses the buffer of an array that already sits
-    # on one of the mesh's devices (1 device -> many); a fresh copy first is never aliased.
-    # One jitted copy of the whole tree: one compilation per tree structure, not per shape.
-    leaves, treedef = jax.tree.flatten(tree)
-    local = [i for i, leaf in enumerate(leaves)
-             if isinstance(leaf, jax.Array) and leaf.is_fully_addressable]
-    copies = _copy_arrays([leaves[i] for i in local])
-    for i, fresh in zip(local, copies):
-      leaves[i] = fresh
-    tree = jax.tree.unflatten(treedef, leaves)
   if jax.process_count() == 1:
+    if copy:
+      # `device_put(..., may_alias=False)` still reuses the buffer of an array that already
+      # sits on one of the mesh's devices (1 device -> many); a fresh copy first is never
+      # aliased. One jitted copy of the whole tree: one compilation per tree structure.
+      leaves, treedef = jax.tree.flatten(tree)
+      arrays = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.Array)]
+      for i, fresh in zip(arrays, _copy_arrays([leaves[i] for i in arrays])):
+        leaves[i] = fresh
+      tree = jax.tree.unflatten(treedef, leaves)
     return jax.device_put(tree, sharding, may_alias=not copy)
 
+  # Several processes: local arrays go through host memory below (a copy by construction).
   def put(leaf):
     if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
       return jax.device_put(leaf, sharding, may_alias=not copy)  # already global
