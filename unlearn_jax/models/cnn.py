@@ -215,17 +215,21 @@ def _dense_bwd(residuals, cotangent: jax.Array):
 dense.defvjp(_dense_fwd, _dense_bwd)
 
 
-class Dense(nn.Module):
-  """`nn.Dense` (same parameters, initialisers, creation order and values) over `dense`."""
+class Dense(nn.Dense):
+  """`nn.Dense` (same fields, parameters, initialisers and values) whose matmul is `dense`.
 
-  features: int  # Output units.
+  A subclass, so code that finds a model's dense layers (e.g. remedies.detect's embeddings)
+  sees it as one.
+  """
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features),
-                        jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    return dense(x, kernel) + bias
+  def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
+    kernel = self.param("kernel", self.kernel_init, (inputs.shape[-1], self.features),
+                        self.param_dtype)
+    outputs = dense(inputs, kernel)
+    if self.use_bias:
+      outputs = outputs + self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+    return outputs
 
 
 class ConvPool(nn.Module):

@@ -80,12 +80,9 @@ def _last_dense(apply_fn: Callable, variables: dict,
 
   def interceptor(next_fun, args, kwargs, context):
     output = next_fun(*args, **kwargs)
-    # flax's Dense, or a model's own dense layer class named Dense with the same parameters
-    # (the cnn's, whose matmul has a custom gradient).
-    dense = isinstance(context.module, nn.Dense) or type(context.module).__name__ == "Dense"
-    if dense and context.method_name == "__call__":
-      inputs = args[0] if args else next(iter(kwargs.values()))
-      calls.append((inputs, output, getattr(context.module, "use_bias", True)))
+    if isinstance(context.module, nn.Dense) and context.method_name == "__call__":
+      inputs = args[0] if args else kwargs["inputs"]
+      calls.append((inputs, output, context.module.use_bias))
     return output
 
   with nn.intercept_methods(interceptor):
