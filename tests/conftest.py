@@ -13,6 +13,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
+# Wall-time fields of a study summary: they differ between otherwise identical runs.
+TIME_KEYS = ("time_s", "time_vs_retrain", "time_s_ci")
+
+
+def without_times(tree):
+  """A summary (nested dicts and lists) without its wall-time fields (`TIME_KEYS`)."""
+  if isinstance(tree, dict):
+    return {k: without_times(v) for k, v in tree.items() if k not in TIME_KEYS}
+  if isinstance(tree, list):
+    return [without_times(v) for v in tree]
+  return tree
+
 
 @pytest.fixture(scope="session")
 def tfds_data_dir(tmp_path_factory) -> str:

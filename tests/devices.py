@@ -13,6 +13,16 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def cpu_env(num_devices: int | None = None) -> dict[str, str]:
+  """This process's environment for a JAX subprocess on the CPU with `num_devices` fake devices
+  (None: XLA_FLAGS removed, for a script that sets the count itself)."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  env.pop("XLA_FLAGS", None)
+  if num_devices is not None:
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+  return env
+
+
 def run_on_cpu_devices(script: str, num_devices: int = 4, timeout: float = 300) -> str:
   """Runs `python -c script` from the repository root with `num_devices` CPU devices.
 
@@ -27,9 +37,7 @@ def run_on_cpu_devices(script: str, num_devices: int = 4, timeout: float = 300) 
   Raises:
     AssertionError: the script exited with a non-zero status (the end of its stderr is shown).
   """
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={num_devices}",
-         "JAX_PLATFORMS": "cpu"}
-  result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+  result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=cpu_env(num_devices),
                           capture_output=True, text=True, timeout=timeout)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout

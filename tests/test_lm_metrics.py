@@ -151,15 +151,14 @@ def test_min_k_score_hand_values():
 
 
 def test_fact_words_and_recall_ignore_the_template():
-  from unlearn_jax.lm import metrics as m  # pylint: disable=g-import-not-at-top
   question = "What is the currency of Siakroistan?"
-  assert m.fact_words(question, "Its currency is the shilling.") == ["shilling"]
-  assert m.fact_words("Name the capital city of Paendene.",
-                      "The capital city of Paendene is Mimdriandholm.") == ["mimdriandholm"]
+  assert metrics.fact_words(question, "Its currency is the shilling.") == ["shilling"]
+  assert metrics.fact_words("Name the capital city of Paendene.",
+                            "The capital city of Paendene is Mimdriandholm.") == ["mimdriandholm"]
   # Right form, wrong fact: ROUGE-L recall is high, fact recall is 0.
   reference, wrong = "Its currency is the shilling.", "Its currency is the florin."
-  assert m.rouge_l(reference, wrong)["recall"] == pytest.approx(0.8)
-  assert m.fact_recall(question, reference, wrong) == 0.0
-  assert m.fact_recall(question, reference, "The shilling, of course.") == 1.0
-  assert m.fact_recall(question, "Siakroistan.", "anything") != m.fact_recall(
+  assert metrics.rouge_l(reference, wrong)["recall"] == pytest.approx(0.8)
+  assert metrics.fact_recall(question, reference, wrong) == 0.0
+  assert metrics.fact_recall(question, reference, "The shilling, of course.") == 1.0
+  assert metrics.fact_recall(question, "Siakroistan.", "anything") != metrics.fact_recall(
       question, "Siakroistan.", "anything")  # NaN: no fact beyond the question

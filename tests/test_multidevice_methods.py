@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import pytest
 
-from devices import free_port, run_on_cpu_devices, run_processes
+from devices import cpu_env, free_port, run_on_cpu_devices, run_processes
 from unlearn_jax import methods, parallel
 from unlearn_jax.data import pipeline
 
@@ -200,8 +200,7 @@ HOST_METHODS = ("fisher", "influence")
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("two_processes"))
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-         "JAX_PLATFORMS": "cpu"}
+  env = cpu_env(2)
   port = str(free_port())
   run_processes([[sys.executable, "-c", TWO_PROCESSES, port, str(index), out] for index in (0, 1)],
                 env, timeout=300)

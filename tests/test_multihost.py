@@ -15,20 +15,11 @@ import sys
 import numpy as np
 import pytest
 
-from devices import free_port, run_processes
+from conftest import without_times
+from devices import ROOT, cpu_env, free_port, run_processes
 from unlearn_jax import parallel
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "multihost_worker.py")
-TIME_KEYS = ("time_s", "time_vs_retrain", "time_s_ci")
-
-
-def without_times(tree):
-  if isinstance(tree, dict):
-    return {k: without_times(v) for k, v in tree.items() if k not in TIME_KEYS}
-  if isinstance(tree, list):
-    return [without_times(v) for v in tree]
-  return tree
 
 
 def assert_close_trees(a, b, path="summary"):
@@ -51,8 +42,7 @@ def assert_close_trees(a, b, path="summary"):
 @pytest.fixture(scope="module")
 def runs(tfds_data_dir, tmp_path_factory):
   one, two = tmp_path_factory.mktemp("one_process"), tmp_path_factory.mktemp("two_processes")
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  env.pop("XLA_FLAGS", None)
+  env = cpu_env()  # the worker sets its own device count
   common = [f"--data_dir={tfds_data_dir}"]
   port = free_port()
   commands = [[sys.executable, WORKER, f"--out={one}", "--devices=8", *common]]

@@ -8,10 +8,10 @@ import signal
 import subprocess
 import sys
 
+from conftest import without_times
 from unlearn_jax import study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIME_KEYS = ("time_s", "time_vs_retrain")
 
 # (stderr text that marks the moment, signal). One point in each stage of a study.
 KILL_POINTS = (
@@ -50,12 +50,6 @@ def _run_until(marker, sig, workdir, data_dir):
   return seen, code
 
 
-def _without_times(tree):
-  if isinstance(tree, dict):
-    return {k: _without_times(v) for k, v in tree.items() if k not in TIME_KEYS}
-  return tree
-
-
 def test_killed_in_every_stage_resumes_to_the_same_summary(tfds_data_dir, tmp_path):
   from configs import sed_mnist  # pylint: disable=g-import-not-at-top
   config = sed_mnist.get_config("runlocal")
@@ -78,4 +72,4 @@ def test_killed_in_every_stage_resumes_to_the_same_summary(tfds_data_dir, tmp_pa
   assert reference["status"] == resumed["status"]
   with open(tmp_path / "uninterrupted" / "report" / "summary.json") as f:
     expected = json.load(f)
-  assert _without_times(resumed) == _without_times(expected)
+  assert without_times(resumed) == without_times(expected)

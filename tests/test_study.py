@@ -7,26 +7,16 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import mocked_tfds_data
+from conftest import mocked_tfds_data, without_times
 from unlearn_jax import config as config_lib
 from unlearn_jax import methods, study, train
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
 
-TIME_KEYS = ("time_s", "time_vs_retrain", "time_s_ci")
-
-
 def tiny_config(data_dir: str):
   """A study small enough for a test (tests/tiny_study.py)."""
   import tiny_study  # pylint: disable=g-import-not-at-top
   return tiny_study.get_config(f"data_dir={data_dir}")
-
-
-def without_times(tree):
-  """The summary with wall times removed (they differ between runs)."""
-  if isinstance(tree, dict):
-    return {k: without_times(v) for k, v in tree.items() if k not in TIME_KEYS}
-  return tree
 
 
 def same(a, b) -> bool:
