@@ -46,6 +46,14 @@ def interleaved(sides: dict[str, Callable[[], object]], repeats: int, warmup: in
           for name in sides}
 
 
+def load_average() -> list[float] | None:
+  """The 1, 5 and 15 minute load averages (None where the system does not say)."""
+  try:
+    return [round(x, 2) for x in os.getloadavg()]
+  except OSError:
+    return None
+
+
 def machine() -> dict[str, object]:
   """CPU model, core count, load, memory and library versions: the context of the numbers."""
   info: dict[str, object] = {"platform": platform.platform(), "python": platform.python_version(),
@@ -58,10 +66,9 @@ def machine() -> dict[str, object]:
           break
   except OSError:
     pass
-  try:
-    info["load_average"] = [round(x, 2) for x in os.getloadavg()]
-  except OSError:
-    pass
+  load = load_average()
+  if load is not None:
+    info["load_average"] = load
   info["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES", "")
   info["transparent_hugepages"] = _read("/sys/kernel/mm/transparent_hugepage/enabled")
   import jax  # pylint: disable=g-import-not-at-top

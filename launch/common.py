@@ -68,3 +68,18 @@ def run(argv: Sequence[str], dry_run: bool, env: Mapping[str, str] | None = None
 def fail(message: str) -> None:
   """Exits with a one-line error."""
   sys.exit(f"error: {message}")
+
+
+HUGEPAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+
+
+def with_hugepages(tunables: str | None) -> str | None:
+  """GLIBC_TUNABLES with `glibc.malloc.hugetlb=1` added to `tunables` (what is set now), or
+  None when `tunables` already chooses a hugetlb setting (left as the user set it).
+
+  2 MiB pages for malloc: XLA:CPU's per-call scratch buffers are then not page-faulted in
+  4 KiB pages on every step (benchmarks/RESULTS.md).
+  """
+  if tunables and "glibc.malloc.hugetlb" in tunables:
+    return None
+  return f"{tunables}:{HUGEPAGES_TUNABLE}" if tunables else HUGEPAGES_TUNABLE

@@ -33,14 +33,6 @@ _PYTHON = flags.DEFINE_string("python", sys.executable, "Python interpreter to r
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the command instead of running it.")
 _HUGEPAGES = flags.DEFINE_bool("hugepages", True,
                                "Add glibc.malloc.hugetlb=1 to GLIBC_TUNABLES (faster XLA:CPU).")
-HUGEPAGES_TUNABLE = "glibc.malloc.hugetlb=1"
-
-
-def cpu_environment(current: str | None) -> dict[str, str]:
-  """GLIBC_TUNABLES with the huge-page tunable added to what is set already (`current`)."""
-  if current and "glibc.malloc.hugetlb" in current:
-    return {}
-  return {"GLIBC_TUNABLES": f"{current}:{HUGEPAGES_TUNABLE}" if current else HUGEPAGES_TUNABLE}
 
 
 def main(argv: list[str]) -> int:
@@ -51,7 +43,8 @@ def main(argv: list[str]) -> int:
     command = common.sweep_command(_CONFIG.value, _WORKDIR.value, overrides, _PYTHON.value)
   except ValueError as error:
     common.fail(str(error))
-  env = cpu_environment(os.environ.get("GLIBC_TUNABLES")) if _HUGEPAGES.value else {}
+  tunables = common.with_hugepages(os.environ.get("GLIBC_TUNABLES")) if _HUGEPAGES.value else None
+  env = {"GLIBC_TUNABLES": tunables} if tunables else {}
   return common.run(command, dry_run, env)
 
 
