@@ -301,9 +301,8 @@ def evaluate(context: Context, scores: dict[str, dict]) -> tuple[dict[str, dict]
   target_ids = sed.train["id"][context.target_rows]
   per_target = {}
   for name, s in scores.items():
-    probe_mean = lambda key: np.asarray([np.nanmean(s[key][probe_group == t])
-                                         if np.isfinite(s[key][probe_group == t]).any()
-                                         else np.nan for t in target_ids])
+    probe_mean = lambda key: np.asarray([_nanmean(s[key][probe_group == t])
+                                         for t in target_ids])
     per_target[name] = {
         "nll": s["train"]["nll"][rows["target"]],
         "rouge_l": s["rouge_target"],
@@ -329,9 +328,7 @@ def evaluate(context: Context, scores: dict[str, dict]) -> tuple[dict[str, dict]
                     for split in ("target", "probe", "rest")},
         "exact": {split: float(np.mean(s[f"exact_{split}"]))
                   for split in ("target", "probe", "rest")},
-        "fact": {split: float(np.nanmean(s[f"fact_{split}"]))
-                 if np.isfinite(s[f"fact_{split}"]).any() else float("nan")
-                 for split in ("target", "probe", "rest")},
+        "fact": {split: _nanmean(s[f"fact_{split}"]) for split in ("target", "probe", "rest")},
     }
     # Membership of the targets (and of the similar samples) against held-out QA pairs.
     record["mia_auc"] = {
@@ -366,6 +363,12 @@ def evaluate(context: Context, scores: dict[str, dict]) -> tuple[dict[str, dict]
             [per_target["clean"][score][index]], float(min_gap[score]))[0])
       out_rows.append(row)
   return records, out_rows
+
+
+def _nanmean(values: np.ndarray) -> float:
+  """Mean ignoring NaN (an undefined score); NaN when no value is finite."""
+  values = np.asarray(values, np.float64)
+  return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
 def build_summary(config, context: Context, records, status) -> dict[str, Any]:
