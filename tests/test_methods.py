@@ -79,3 +79,69 @@ def test_random_label_lowers_confidence_on_forget(toy):
   config.unlearn.random_label.epochs = 3
   unlearned, _ = methods.get("random_label")(state, data, config, jax.random.key(1))
   assert _forget_loss(unlearned, data, mesh) > _forget_loss(state, data, mesh)
+
+
+def _occurrences(batch_fn, steps, images):
+  """How often each of `images` is a real row (weight ≠ 0) of the batches of `steps`."""
+  keys = {image.tobytes(): i for i, image in enumerate(images)}
+  counts = np.zeros(len(images), int)
+  for step in steps:
+    batch = batch_fn(step)
+    for image, weight in zip(batch["image"], batch["weight"]):
+      if weight != 0 and image.tobytes() in keys:
+        counts[keys[image.tobytes()]] += 1
+  return counts
+
+
+@pytest.mark.parametrize("name", ["random_label", "salun"])
+@pytest.mark.parametrize("epochs", [1, 0.5, 2.5])
+def test_random_labels_see_every_target_once_per_pass(toy, name, epochs):
+  _, data, config, _ = toy
+  cfg = config.unlearn[name].copy_and_resolve_references()
+  cfg.epochs, cfg.batch_size = epochs, 8
+  batch_fn, num_steps = random_label.relabelled_batches(data, cfg)
+  num_retain, num_forget = len(data.retain["label"]), len(data.forget["label"])
+  steps_per_pass = -(-(num_retain + num_forget) // 8)  # one pass over R ∪ T
+  for start in range(0, num_steps, steps_per_pass):
+    steps = range(start, min(start + steps_per_pass, num_steps))
+    np.testing.assert_array_equal(_occurrences(batch_fn, steps, data.forget["image"]), 1)
+    retain_counts = _occurrences(batch_fn, steps, data.retain["image"])
+    assert retain_counts.max() == 1
+    if len(steps) == steps_per_pass:  # a whole pass: every retained row once, too
+      assert retain_counts.min() == 1
+    else:  # a partial pass fills its steps: all targets and as many retained rows as fit
+      assert retain_counts.sum() == len(steps) * 8 - num_forget
+  assert num_steps == max(1, round(epochs * steps_per_pass))  # epochs count passes over R ∪ T
+
+
+def test_every_batch_sampling_keeps_the_targets_in_every_step(toy):
+  _, data, config, _ = toy
+  cfg = config.unlearn.random_label.copy_and_resolve_references()
+  cfg.epochs, cfg.batch_size, cfg.sampling = 1, 8, "every_batch"
+  batch_fn, num_steps = random_label.relabelled_batches(data, cfg)
+  counts = _occurrences(batch_fn, range(num_steps), data.forget["image"])
+  np.testing.assert_array_equal(counts, num_steps)  # 6 forget rows in each of the 7 steps
+
+
+def test_random_labels_are_drawn_over_all_classes_as_in_the_authors_code(toy):
+  _, data, config, _ = toy
+  cfg = config.unlearn.random_label.copy_and_resolve_references()
+  assert (cfg.sampling, cfg.label_draw) == ("mixed", "any")  # the defaults
+  cfg.epochs, cfg.batch_size = 40, 8
+  batch_fn, num_steps = random_label.relabelled_batches(data, cfg)
+  true = {image.tobytes(): label for image, label in zip(data.forget["image"],
+                                                           data.forget["label"])}
+  kept = []
+  for step in range(num_steps):
+    batch = batch_fn(step)
+    for image, label, weight in zip(batch["image"], batch["label"], batch["weight"]):
+      if weight != 0 and image.tobytes() in true:
+        kept.append(label == true[image.tobytes()])
+  assert len(kept) == 40 * len(true)  # once per pass
+  assert abs(np.mean(kept) - 1 / NUM_CLASSES) < 0.1  # 240 uniform draws: the true label ~1/3
+  cfg.label_draw = "other"
+  batch_fn, _ = random_label.relabelled_batches(data, cfg)
+  for step in range(num_steps):
+    batch = batch_fn(step)
+    for image, label in zip(batch["image"], batch["label"]):
+      assert image.tobytes() not in true or label != true[image.tobytes()]

@@ -112,13 +112,64 @@ def test_salun_mask_keeps_the_most_salient_weights(toy):
 
 def test_boundary_shrink_moves_forget_predictions_to_the_attacked_neighbour(toy):
   state, data, config, mesh = toy
-  _, nearest = boundary_shrink.neighbour_labels(state, data.forget, 0.1)
+  attacked, nearest = boundary_shrink.neighbour_labels(state, data.forget, 0.1)
   assert np.all(nearest != data.forget["label"])
-  config = _with(config, "boundary_shrink", epochs=30, lr=0.05)
+  flipped = attacked != data.forget["label"]
+  assert 0 < flipped.sum() < len(flipped)  # the toy has targets of both kinds
+  for rule, expected in (("attack", attacked), ("nearest_wrong", nearest)):
+    config = _with(config, "boundary_shrink", epochs=30, lr=0.05, label_rule=rule)
+    unlearned, info = _run("boundary_shrink", state, data, config)
+    assert info["attack_success"] == pytest.approx(np.mean(flipped))
+    assert info["own_label_fraction"] == pytest.approx(np.mean(expected == data.forget["label"]))
+    _, predictions = _loss_and_pred(unlearned, data.forget, mesh)
+    np.testing.assert_array_equal(predictions, expected)
+
+
+def test_boundary_shrink_trains_a_target_the_attack_cannot_flip_on_its_own_label(toy):
+  state, data, config, mesh = toy
+  # A step below half an 8-bit level rounds back to the image: no attack can cross a boundary.
+  bound = 0.4 / 255
+  _, before = _loss_and_pred(state, data.forget, mesh)
+  correct = before == data.forget["label"]
+  assert correct.sum() >= 3
+  attacked, _ = boundary_shrink.neighbour_labels(state, data.forget, bound)
+  np.testing.assert_array_equal(attacked, before)  # the neighbour label is the prediction
+  config = _with(config, "boundary_shrink", epochs=30, lr=0.05, bound=bound)
   unlearned, info = _run("boundary_shrink", state, data, config)
-  assert 0.0 <= info["attack_success"] <= 1.0
-  _, predictions = _loss_and_pred(unlearned, data.forget, mesh)
-  np.testing.assert_array_equal(predictions, nearest)
+  assert info["attack_success"] == pytest.approx(np.mean(~correct))
+  _, after = _loss_and_pred(unlearned, data.forget, mesh)
+  # Trained on their own labels, the targets the original model gets right stay right (the
+  # nearest-wrong rule would move every one of them to another class).
+  np.testing.assert_array_equal(after[correct], data.forget["label"][correct])
+  np.testing.assert_array_equal(after, before)
+
+
+def test_run_sgd_applies_the_train_weight_decay(toy):
+  """A step on a zero-gradient batch (every weight 0) only decays: θ ← θ·(1 - lr·wd)."""
+  state, data, config, _ = toy
+  from unlearn_jax.methods import common  # pylint: disable=g-import-not-at-top
+  lr, decay = 0.5, float(config.train.weight_decay)
+  assert decay == 5e-4  # the reference recipe's weight decay (SalUn's code)
+
+  def zero_batch(step):
+    del step
+    return {"image": data.forget["image"], "label": data.forget["label"],
+            "weight": np.zeros(len(data.forget["label"]), np.float32)}
+
+  before = jax.device_get(state.params)
+  decayed, _ = common.run_sgd(state, zero_batch, 1, lr, data, "decay_check", config)
+  jax.tree.map(lambda b, a: np.testing.assert_allclose(a, b * (1 - lr * decay), rtol=1e-6,
+                                                       atol=1e-9),
+               before, jax.device_get(decayed.params))
+  plain, _ = common.run_sgd(state, zero_batch, 1, lr, data, "decay_check", config,
+                            weight_decay=0.0)
+  jax.tree.map(np.testing.assert_array_equal, before, jax.device_get(plain.params))
+  # ℓ1-sparse chains its own optimiser: the same decay, after the (here zero) ℓ1 term.
+  tx = l1_sparse.make_optimizer(lr, 0.9, 0.0, 10, decay)
+  zeros = jax.tree.map(np.zeros_like, before)
+  updates, _ = tx.update(zeros, tx.init(before), before)
+  jax.tree.map(lambda b, u: np.testing.assert_allclose(u, -lr * decay * b, rtol=1e-6,
+                                                       atol=1e-12), before, updates)
 
 
 def test_boundary_expand_returns_original_shapes_and_changes_forget_predictions(toy):
@@ -138,6 +189,8 @@ def test_boundary_expand_returns_original_shapes_and_changes_forget_predictions(
     ("salun", "mask_ratio", 0.0), ("salun", "mask_ratio", 1.5), ("salun", "mask_ratio", -0.1),
     ("neggrad_plus", "alpha", 1.2), ("neggrad_plus", "proximal", -1.0),
     ("l1_sparse", "gamma", -1e-4), ("boundary_shrink", "bound", 0.0),
+    ("boundary_shrink", "label_rule", "nearest"), ("salun", "sampling", "mixed_up"),
+    ("salun", "label_draw", "wrong"), ("random_label", "sampling", "every"),
     ("boundary_expand", "epochs", 0), ("salun", "chunk_size", 0)])
 def test_check_config_rejects_bad_values(name, field, value):
   config = methods.default_configs()[name]

@@ -1,7 +1,9 @@
 """Fine-tuning (FT): continue training on the retained data only.
 
 Catastrophic forgetting of T is the hoped-for effect (Warnecke et al., NDSS 2023; the FT
-baseline of Jia et al., NeurIPS 2023). Config: `config.unlearn.finetune.{epochs, lr, batch_size}`.
+baseline of Jia et al., NeurIPS 2023). SGD with momentum 0.9 and the study's weight decay
+(`common.run_sgd`; 5e-4, as in the authors' code, OPTML-Group/Unlearn-Sparse unlearn/impl.py).
+Config: `config.unlearn.finetune.{epochs, lr, batch_size}`.
 """
 
 from __future__ import annotations

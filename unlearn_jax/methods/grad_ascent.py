@@ -1,7 +1,10 @@
 """Gradient ascent (GA): maximise the loss on the forget set.
 
 Steps along +∇ of the cross-entropy on T (Thudi et al., EuroS&P 2022; the GA baseline of
-Jia et al., NeurIPS 2023). Unbounded by nature, so it is run for few epochs at a small lr.
+Jia et al., NeurIPS 2023). Unbounded by nature, so it is run for few epochs at a small lr. SGD
+with momentum 0.9 and the study's weight decay (`common.run_sgd`; 5e-4, as in the authors' code,
+OPTML-Group/Unlearn-Sparse unlearn/impl.py), which still pulls the weights towards 0 while the
+loss is ascended.
 Config: `config.unlearn.grad_ascent.{epochs, lr, batch_size}`.
 """
 

@@ -16,6 +16,9 @@ How it runs here: the two means are one call of the shared weighted cross-entrop
 real forget rows -(1 - alpha) / n_forget, so sum(|w|) = 1 and the step's loss is exactly the
 objective above. The proximal gradient alpha·proximal·(θ - θ_original) is added by a small optax
 transformation that keeps θ_original in its state (so it is checkpointed and resumed with it).
+The optimiser has no weight decay towards 0: the authors' `negative_grad` builds
+`SGD(lr, weight_decay=0.0)`, the proximal pull taking its place; the study's
+`config.train.weight_decay` is therefore not used here.
 
 Defaults and cost: the authors run 10 epochs of plain SGD (no momentum) at lr 0.01 with
 alpha = 0.95 and forget batches of 64. To stay within about one pass over the retained data (the

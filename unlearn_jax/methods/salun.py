@@ -7,8 +7,9 @@ Weight Saliency", ICLR 2024. Two stages:
    loss at the trained parameters; the mask keeps the `mask_ratio` fraction of weights with the
    largest saliency, ranked *globally* over all parameter tensors (the authors' default keeps
    half of the weights, mask_ratio = 0.5).
-2. Random labelling (as in `random_label`: each step joins a retain batch with a forget batch
-   relabelled to random other classes) where only masked weights move.
+2. Random labelling (as in `random_label`: one shuffled pass over the retained data and the
+   randomly relabelled forget examples, each forget example once per pass) where only masked
+   weights move.
 
 Details from the authors' code (github.com/OPTML-Group/Unlearn-Saliency, Classification/
 generate_mask.py `save_gradient_ratio`, unlearn/RL.py): the saliency is the gradient of the
@@ -17,14 +18,18 @@ forget set fits, as here; the sign is irrelevant after |·|); the threshold is a
 keeping int(N·ratio) weights; the update masks the gradients, and their latest code also resets
 masked-out weights after each step so that weight decay and momentum cannot move them. Here the
 masked step applies new = where(mask, θ + update, θ), so unmasked weights stay bit-identical
-whatever the optimiser. Their RL step draws random labels over all classes and, on CIFAR-10, runs
-the forget batches before the retain batches; here the batches are `random_label`'s (always a
-wrong label, forget and retain rows in every step). Per-example gradients come from
+whatever the optimiser (weight decay included: the study's 5e-4, as the authors' optimiser).
+Their RL step draws random labels over all classes; on CIFAR-100 and TinyImageNet it trains on
+one shuffled concatenation of the relabelled forget set and the retain set, on CIFAR-10 it runs
+the forget batches before the retain batches; either way each forget example is used once per
+epoch. Here the batches are `random_label`'s (`sampling`, `label_draw`: by default the shuffled
+concatenation and labels over all classes). Per-example gradients come from
 `common.per_example_grad_sum` (their sum ranks weights exactly like the batch mean).
 
 Defaults and cost: the authors run 10 epochs of RL (CIFAR-10, lr 0.1 in their README); here the
-budget is 0.75 of a pass over the retained data (one pass plus the saliency computation measured
-0.12 × retrain on the default study, over the 10% budget) at random_label's lr 0.01. Config: `config.unlearn.salun`.
+budget is 0.75 of a pass over R ∪ T (one pass plus the saliency computation measured 0.12 ×
+retrain on the default study, over the 10% budget) at random_label's lr 0.01; a partial pass keeps
+every forget example (see `random_label`). Config: `config.unlearn.salun`.
 """
 
 from __future__ import annotations
@@ -43,26 +48,29 @@ from unlearn_jax.methods import common
 from unlearn_jax.methods import random_label
 
 
-# `epochs` may be a fraction of a pass over the retained data.
+# `epochs` may be a fraction of a pass over R ∪ T.
 FRACTIONAL_EPOCHS = True
 
 
 def default_config() -> ml_collections.ConfigDict:
   """SalUn hyper-parameters (Fan et al., ICLR 2024, and their code)."""
   config = ml_collections.ConfigDict()
-  config.epochs = 0.75  # passes over the retained data (the authors: 10; ≤10% of retrain's cost).
+  config.epochs = 0.75  # passes over R ∪ T (the authors: 10; ≤10% of retrain's cost).
   config.lr = 0.01  # constant SGD learning rate (momentum 0.9), as `random_label`.
-  config.batch_size = 128  # retain examples per step.
-  config.forget_batch_size = 16  # randomly relabelled forget examples per step.
+  config.batch_size = 128  # examples per step ('every_batch': retain examples per step).
+  config.sampling = "mixed"  # as random_label: 'mixed' (authors) or 'every_batch'.
+  config.label_draw = "any"  # as random_label: 'any' class (authors) or 'other' classes.
+  config.forget_batch_size = 16  # 'every_batch' only: relabelled forget examples per step.
   config.mask_ratio = 0.5  # fraction of weights updated, the most salient (authors: 0.5).
   config.chunk_size = 64  # examples per vmap(grad) chunk of the saliency; bounds memory.
   return config
 
 
 def check_config(cfg: ml_collections.ConfigDict) -> None:
-  """mask_ratio must lie in (0, 1]."""
+  """mask_ratio must lie in (0, 1]; sampling and label_draw as in `random_label`."""
   config_lib.require_number("unlearn.salun.mask_ratio", cfg.mask_ratio, low=0, high=1,
                             low_open=True)
+  random_label.check_config(cfg, "salun")
 
 
 def saliency_mask(state: train.TrainState, forget: dict[str, np.ndarray], mask_ratio: float,
