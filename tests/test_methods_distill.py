@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scipy.stats
 
 from conftest import make_toy_unlearning
 
@@ -43,6 +44,8 @@ def test_scrub_keeps_retain_and_moves_forget_away_from_the_teacher(toy):
   cfg = config.unlearn.scrub
   cfg.epochs, cfg.msteps, cfg.retain_steps, cfg.batch_size, cfg.lr = 15, 15, 3, 16, 0.005
   cfg.lr_decay_epochs = ()
+  # The authors' small-scale optimiser: the SGD default at this lr barely moves the toy.
+  cfg.optimizer, cfg.temperature = "adam", 2.0
   # Without the cross-entropy term the retained data sees only the teacher's pull, so the
   # comparison isolates SCRUB's max (forget) and min (retain) KL steps.
   cfg.alpha, cfg.gamma = 1.0, 0.0
@@ -61,6 +64,35 @@ def test_scrub_plan_alternates_max_and_min_steps():
   assert steps == [("max", 0), ("max", 1), ("min", 0), ("max", 2), ("max", 3), ("min", 1),
                    ("min", 2)]
   assert starts == [0, 3, 6]
+
+
+def test_scrub_default_optimiser_is_the_authors_sgd():
+  # torch.optim.SGD(lr=5e-4, momentum=0.9, weight_decay=5e-4), as in the authors' large-scale
+  # notebook: the decay is added to the gradient before the momentum buffer.
+  cfg = defaults.base_config().unlearn.scrub
+  tx = scrub._optimizer(cfg, [0, 5, 10])
+  theta = {"w": jnp.array([1.0, -2.0, 0.5])}
+  grads = [jnp.array([0.3, 0.1, -0.2]), jnp.array([-0.1, 0.4, 0.2])]
+  opt_state = tx.init(theta)
+  lr, momentum, decay = 5e-4, 0.9, 5e-4
+  expected, buffer = np.asarray(theta["w"], np.float64), 0.0
+  for grad in grads:
+    updates, opt_state = tx.update({"w": grad}, opt_state, theta)
+    theta = optax.apply_updates(theta, updates)
+    buffer = momentum * buffer + np.asarray(grad, np.float64) + decay * expected
+    expected = expected - lr * buffer
+  np.testing.assert_allclose(theta["w"], expected, rtol=1e-6)
+
+
+def test_scrub_default_schedule_is_the_authors(toy):
+  # Authors' large-scale run: 3 epochs, the first 2 starting with a max pass over T (one step:
+  # |T| = 6 fits a batch), then the budget's 5 min steps per epoch.
+  state, data, config = toy
+  _, info = methods.get("scrub")(state, data, config, jax.random.key(1))
+  assert info["max_steps"] == 2 and info["min_steps"] == 15 and info["steps"] == 17
+  steps, starts = scrub.plan(3, 2, 1, 5)
+  assert [kind for kind, _ in steps] == (["max"] + ["min"] * 5) * 2 + ["min"] * 5
+  assert starts == [0, 6, 12]
 
 
 def test_scrub_kl_is_teacher_to_student():
@@ -187,13 +219,52 @@ def test_fisher_noise_shrinks_with_retain_fisher_and_is_reproducible(toy):
                              / np.abs(noise["Dense_0"]["bias"])[~high])
 
 
-def test_fisher_sampled_labels_subset(toy):
+def test_fisher_sample_labels_follows_the_softmax():
+  # Every row has p = (0.6, 0.3, 0.1): the argmax (class 0) is the answer only 60% of the time.
+  probs = np.array([0.6, 0.3, 0.1])
+  logits = np.tile(np.log(probs) + 3.0, (3000, 1))
+  labels = fisher.sample_labels(logits, np.random.default_rng(0))
+  np.testing.assert_array_equal(labels, fisher.sample_labels(logits, np.random.default_rng(0)))
+  assert labels.dtype == np.int32
+  assert np.mean(labels != fisher.sample_labels(logits, np.random.default_rng(1))) > 0.3
+  counts = np.bincount(labels, minlength=3)
+  assert scipy.stats.chisquare(counts, 3000 * probs).pvalue > 0.01, counts
+  # A certain row always gives its class.
+  sure = np.tile([0.0, 60.0, 0.0], (100, 1))
+  np.testing.assert_array_equal(fisher.sample_labels(sure, np.random.default_rng(2)), 1)
+
+
+def test_fisher_data_draws_the_labels_from_the_model(toy):
   state, data, config = toy
   cfg = config.unlearn.fisher.copy_and_resolve_references()
-  cfg.max_examples = 20
-  generator, _ = fisher.generators(jax.random.key(0))
-  subset = fisher.fisher_data(state, data, cfg, generator)
-  assert len(subset["label"]) == 20 and subset["label"].max() < NUM_CLASSES
+  cfg.max_examples = 40
+
+  def draw(model, labels, seed):
+    cfg.labels = labels
+    return fisher.fisher_data(model, data, cfg, fisher.generators(jax.random.key(seed))[0])
+
+  # The stated number of distinct retained examples, the same rows in both label modes.
+  true = draw(state, "true", 0)
+  rows = [int(np.flatnonzero((data.retain["image"] == image).all(axis=(1, 2, 3)))[0])
+          for image in true["image"]]
+  assert len(set(rows)) == 40
+  np.testing.assert_array_equal(true["label"], data.retain["label"][rows])
+  # A fresh MLP is unsure: its draw differs from the true labels about as often as its
+  # probabilities say (Σ 1 − p(y_i) rows), and the same key gives the same draw.
+  unsure = data.init_state(jax.random.key(7))
+  sampled = draw(unsure, "sampled", 0)
+  np.testing.assert_array_equal(sampled["image"], true["image"])
+  np.testing.assert_array_equal(sampled["label"], draw(unsure, "sampled", 0)["label"])
+  assert not np.array_equal(sampled["label"], draw(unsure, "sampled", 1)["label"])
+  probs = np.asarray(jax.nn.softmax(train.predict(unsure, true, 64, data.mesh)), np.float64)
+  p_true = probs[np.arange(40), true["label"]]
+  expected, spread = np.sum(1 - p_true), np.sqrt(np.sum(p_true * (1 - p_true)))
+  mismatches = int(np.sum(sampled["label"] != true["label"]))
+  assert expected > 15 and abs(mismatches - expected) < 3 * spread, (mismatches, expected)
+  # The run reports the stated sample size.
+  config = config.copy_and_resolve_references()
+  config.unlearn.fisher.max_examples = 40
+  assert methods.get("fisher")(state, data, config, jax.random.key(0))[1]["examples"] == 40
 
 
 @pytest.mark.parametrize("name,field,value,match", [

@@ -14,10 +14,13 @@ between temperature-T softmaxes (`UnlearnerLoss` in their `unlearn.py`).
 
 Details from the authors' code (`CIFARSuper20_Rocket_Unlearn.ipynb`, and the same settings in
 the SSD authors' re-run, github.com/if-loops/selective-synaptic-dampening `blindspot`):
-30% of the retained data, one epoch, batch 256, Adam at lr 1e-4, T = 1, student in training
-mode and teachers in evaluation mode. Their `F.kl_div` default reduction divides the summed KL
-by batch × classes; we average over the batch only (KL summed over classes). The two differ by
-the constant factor `num_classes`, which Adam's update does not see (up to its epsilon).
+30% of the retained data, one epoch, batch 256, Adam at lr 1e-4 without weight decay (their
+`torch.optim.Adam(model.parameters(), lr=...)`; the paper's code says otherwise than the 5e-4 of
+the other image methods' recipe, so this module builds its own optimiser, `_adam`, rather than
+taking `common.run_sgd`'s), T = 1, student in training mode and teachers in evaluation mode.
+Their `F.kl_div` default reduction divides the summed KL by batch × classes; we average over the
+batch only (KL summed over classes). The two differ by the constant factor `num_classes`,
+which Adam's update does not see (up to its epsilon).
 
 Cost with defaults on the default study: 5 steps over ~1,270 examples with one student
 forward/backward and two teacher forwards each, about half a training epoch.
