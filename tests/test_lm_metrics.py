@@ -1,16 +1,19 @@
-"""LM metrics: ROUGE-L against hand-checked values and Google's `rouge-score` package, exact
-match, and the loss / zlib / Min-k% membership scores against hand computations.
+"""LM metrics: ROUGE-L against hand-checked values and Google's `rouge-score` package with its
+stemmer (as TOFU runs it), exact match, and the loss / zlib / Min-k% membership scores against
+hand computations.
 """
 
 import math
 
 import numpy as np
 import pytest
+from rouge_score import rouge_scorer
 
 from unlearn_jax.lm import metrics
 
 # (reference, candidate, LCS, |reference tokens|, |candidate tokens|), worked by hand with the
-# rouge-score tokenisation: lower case, every run outside [a-z0-9] separates words.
+# rouge-score tokenisation: lower case, every run outside [a-z0-9] separates words, and words of
+# more than 3 letters are Porter-stemmed before the LCS (exports -> export, running -> run).
 PAIRS = [
     ("The cat sat on the mat", "the cat is on the mat", 5, 6, 6),  # the cat on the mat
     ("Paris", "paris.", 1, 1, 1),
@@ -26,6 +29,10 @@ PAIRS = [
     ("", "anything at all", 0, 0, 3),
     ("something", "", 0, 1, 0),
     ("Mount Everest is 8849 metres high", "8849", 1, 6, 1),
+    # Stemming matters: an unstemmed LCS gives 3, 1 and 0.
+    ("The country exports coffee", "the country export coffee", 4, 4, 4),
+    ("He writes novels", "he wrote a novel", 2, 3, 4),  # he novel (wrote is not writ)
+    ("running dogs", "run dog", 2, 2, 2),
 ]
 
 
@@ -41,8 +48,6 @@ def _expected(lcs, num_ref, num_cand):
 def test_rouge_l_hand_values(reference, candidate, lcs, num_ref, num_cand):
   assert len(metrics.rouge_tokens(reference)) == num_ref
   assert len(metrics.rouge_tokens(candidate)) == num_cand
-  assert metrics.lcs_length(metrics.rouge_tokens(reference),
-                            metrics.rouge_tokens(candidate)) == lcs
   scores = metrics.rouge_l(reference, candidate)
   recall, precision, f = _expected(lcs, num_ref, num_cand)
   assert scores["recall"] == pytest.approx(recall, abs=1e-12)
@@ -50,12 +55,12 @@ def test_rouge_l_hand_values(reference, candidate, lcs, num_ref, num_cand):
   assert scores["f"] == pytest.approx(f, abs=1e-12)
 
 
-def test_rouge_l_agrees_with_the_rouge_score_package():
-  rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
-  scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+def test_rouge_l_is_the_rouge_score_package_with_stemming():
+  # TOFU's eval_rouge_recall: RougeScorer(..., use_stemmer=True).score(reference, generated).
+  scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
   rng = np.random.default_rng(0)
-  words = ["the", "Cat", "sat", "on", "mat", "in", "1962", "Paris,", "won't", "x-ray", "a",
-           "Prize!", "écrit", "novel"]
+  words = ["the", "Cat", "cats", "sat", "on", "mat", "in", "1962", "Paris,", "won't", "x-ray",
+           "a", "Prize!", "écrit", "novel", "novels", "exports", "export", "running", "runs"]
   pairs = [(reference, candidate) for reference, candidate, *_ in PAIRS]
   pairs += [(" ".join(rng.choice(words, rng.integers(0, 9))),
              " ".join(rng.choice(words, rng.integers(0, 9)))) for _ in range(40)]
@@ -65,13 +70,6 @@ def test_rouge_l_agrees_with_the_rouge_score_package():
     assert got["recall"] == pytest.approx(want.recall, abs=1e-12), (reference, candidate)
     assert got["precision"] == pytest.approx(want.precision, abs=1e-12), (reference, candidate)
     assert got["f"] == pytest.approx(want.fmeasure, abs=1e-12), (reference, candidate)
-
-
-def test_lcs_length_classic_examples():
-  assert metrics.lcs_length("ABCBDAB", "BDCABA") == 4  # CLRS: BCBA
-  assert metrics.lcs_length([1, 2, 3], [3, 2, 1]) == 1
-  assert metrics.lcs_length([], [1]) == 0
-  assert metrics.lcs_length("AGGTAB", "GXTXAYB") == 4  # GTAB
 
 
 @pytest.mark.parametrize("reference,candidate,expected", [

@@ -3,19 +3,21 @@
 What a study asks of an unlearned LM about a target question–answer pair:
 
 * does it still *say* the answer? Greedy generation compared with the target answer by exact
-  match and ROUGE-L recall (the TOFU measure, Maini et al., COLM 2024), when asked the original
-  question and when asked paraphrases of it;
+  match and ROUGE-L recall with stemming (the TOFU measure, Maini et al., COLM 2024, computed
+  by Google's `rouge-score` package as there), when asked the original question and when asked
+  paraphrases of it;
 * does it still *assign* the answer high likelihood? The mean answer-token NLL (and perplexity)
   from `steps.score`;
 * does a membership attack still tell it apart from unseen pairs? Loss, zlib-normalised loss
   (Carlini et al., USENIX Security 2021) and Min-k% Prob (Shi et al., ICLR 2024) scores, every
   one oriented so that higher = more likely a training member.
 
-Everything here is numpy or plain Python on small per-example arrays.
+Everything here is numpy, plain Python or `rouge-score` on small per-example arrays.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import zlib
@@ -28,30 +30,29 @@ _SPACES = re.compile(r"\s+")
 
 
 def rouge_tokens(text: str) -> list[str]:
-  """ROUGE word tokens: lower case, every run of characters outside [a-z0-9] is a separator.
+  """ROUGE word tokens without stemming: lower case, every run outside [a-z0-9] separates words.
 
-  The default tokenizer of Google's `rouge-score` package without stemming (after Lin's original
+  The tokenisation of Google's `rouge-score` package before its stemmer (after Lin's original
   ROUGE): "It's 3.5 km!" -> ['it', 's', '3', '5', 'km']. Letters outside ASCII separate words too
-  ("café" -> ['caf']), as there.
+  ("café" -> ['caf']), as there. `fact_words` uses these; `rouge_l` uses the package itself.
   """
   return [token for token in _NON_ALPHANUMERIC.split(text.lower()) if token]
 
 
-def lcs_length(a: Sequence, b: Sequence) -> int:
-  """Length of the longest common subsequence of two sequences (O(len(a)·len(b)) time)."""
-  if not a or not b:
-    return 0
-  previous = [0] * (len(b) + 1)
-  for item in a:
-    current = [0]
-    for j, other in enumerate(b):
-      current.append(previous[j] + 1 if item == other else max(previous[j + 1], current[j]))
-    previous = current
-  return previous[-1]
+@functools.cache
+def _rouge_l_scorer():
+  # Imported on first use: rouge-score pulls in nltk's Porter stemmer.
+  from rouge_score import rouge_scorer  # pylint: disable=g-import-not-at-top
+  return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 def rouge_l(reference: str, candidate: str) -> dict[str, float]:
-  """ROUGE-L of `candidate` against `reference` on `rouge_tokens` (Lin, ACL Workshop 2004).
+  """ROUGE-L of `candidate` against `reference` (Lin, ACL Workshop 2004), as TOFU computes it.
+
+  Google's `rouge-score` package, `RougeScorer(['rougeL'], use_stemmer=True).score(reference,
+  candidate)`: lower-cased [a-z0-9] word tokens, Porter-stemmed (words longer than 3 letters), and
+  the longest common subsequence of the two token lists. This is TOFU's `eval_rouge_recall`
+  (Maini et al., COLM 2024; github.com/locuslab/tofu evaluate_util.py), which reports the recall.
 
   Args:
     reference: the target text (e.g. the target answer).
@@ -59,15 +60,12 @@ def rouge_l(reference: str, candidate: str) -> dict[str, float]:
 
   Returns:
     {'recall': LCS/|reference|, 'precision': LCS/|candidate|, 'f': their harmonic mean}; all 0
-    when either side has no tokens. TOFU reports the recall.
+    when either side has no tokens. The study's ROUGE-L scores and residues use the recall
+    (`generation_scores`, lm/study.py), as TOFU does.
   """
-  ref, cand = rouge_tokens(reference), rouge_tokens(candidate)
-  if not ref or not cand:
-    return {"recall": 0.0, "precision": 0.0, "f": 0.0}
-  common = lcs_length(ref, cand)
-  recall, precision = common / len(ref), common / len(cand)
-  f = 2 * precision * recall / (precision + recall) if common else 0.0
-  return {"recall": recall, "precision": precision, "f": f}
+  score = _rouge_l_scorer().score(reference, candidate)["rougeL"]
+  return {"recall": float(score.recall), "precision": float(score.precision),
+          "f": float(score.fmeasure)}
 
 
 def normalize_answer(text: str) -> str:

@@ -31,7 +31,7 @@ from unlearn_jax import config as config_lib
 from unlearn_jax import methods as methods_lib
 from unlearn_jax import models, parallel, preemption, study, utils
 from unlearn_jax.data import sed as sed_lib
-from unlearn_jax.evaluate import mia, residue
+from unlearn_jax.evaluate import evaluator, mia, residue
 from unlearn_jax.lm import data as qa_data
 from unlearn_jax.lm import defaults as lm_defaults
 from unlearn_jax.lm import methods as lm_methods
@@ -53,7 +53,11 @@ TABLE_COLUMNS = (
 RESIDUE_COLUMNS = (
     ("res NLL", "residue.nll", 2), ("res ROUGE T", "residue.rouge_l", 2),
     ("res ROUGE probe", "residue.rouge_l_probe", 2), ("res fact", "residue.fact", 2),
-    ("res fact probe", "residue.fact_probe", 2), ("res Min-k", "residue.min_k", 2),
+    ("res fact probe", "residue.fact_probe", 2),
+    ("res fact probe median", "residue_median.fact_probe", 2),
+    ("res fact probe Σ/Σ", "residue_ratio_of_sums.fact_probe", 2),
+    ("fact probe undef T", "residue_undefined.fact_probe", 0),
+    ("res Min-k", "residue.min_k", 2),
     ("MIA loss", "mia_auc.loss", 2), ("MIA zlib", "mia_auc.zlib", 2),
     ("MIA Min-k", "mia_auc.min_k", 2), ("res MIA", "residue.mia", 2),
 )
@@ -339,19 +343,23 @@ def evaluate(context: Context, scores: dict[str, dict]) -> tuple[dict[str, dict]
         attack: float(mia.roc_auc(s["train"][f"{attack}_score"][rows["similar"]],
                                   s["test"][f"{attack}_score"]))
         for attack in ("loss", "zlib", "min_k")} if len(rows["similar"]) else {}
-    ratios, absolutes, defined = {}, {}, {}
+    # The image track's residue keys (evaluator.RESIDUE_AGGREGATES): `residue` (the mean over
+    # targets), `residue_median`, `residue_ratio_of_sums`, `residue_defined`, `residue_undefined`.
+    aggregates, absolutes = {key: {} for key in evaluator.RESIDUE_AGGREGATES}, {}
     for score in lm_defaults.RESIDUE_SCORES:
       f = {m: per_target[m][score] for m in (name, "original", "clean")}
-      ratio = residue.ratio(f[name], f["original"], f["clean"], float(min_gap[score]))
-      ratios[score], defined[score] = residue.summarize(ratio)
+      found = residue.summaries(f[name], f["original"], f["clean"], float(min_gap[score]))
+      for key, field in evaluator.RESIDUE_AGGREGATES.items():
+        aggregates[key][score] = found[field]
       absolutes[score] = float(np.mean(residue.absolute(f[name], f["clean"])))
     auc = {m: float(mia.roc_auc(scores[m]["train"]["loss_score"][rows["target"]],
                                 scores[m]["test"]["loss_score"])) for m in (name, "original",
                                                                             "clean")}
-    mia_ratio = residue.ratio([auc[name]], [auc["original"]], [auc["clean"]], 0.05)
-    ratios["mia"], defined["mia"] = residue.summarize(mia_ratio)
+    found = residue.summaries([auc[name]], [auc["original"]], [auc["clean"]], 0.05)
+    for key, field in evaluator.RESIDUE_AGGREGATES.items():
+      aggregates[key]["mia"] = found[field]
     absolutes["mia"] = auc[name] - auc["clean"]
-    record.update(residue=ratios, residue_abs=absolutes, residue_defined=defined)
+    record.update(aggregates, residue_abs=absolutes)
     records[name] = record
     for index, target_id in enumerate(target_ids):
       row = {"model": name, "target_id": int(target_id)}
@@ -409,7 +417,12 @@ def markdown_report(summary: dict[str, Any]) -> str:
       "the greedy answer says — the fact itself, not its template. EM: exact match (T).", "",
       "## Residue and membership", "", tables.markdown_table(summary, RESIDUE_COLUMNS), "",
       "`res X` is the mean over targets of (f(M) - f(clean)) / (f(original) - f(clean)) (1: "
-      "nothing forgotten, 0: like the model that never saw T nor its paraphrases). MIA: AUC of "
+      "nothing forgotten, 0: like the model that never saw T nor its paraphrases), over the "
+      "targets where |f(original) - f(clean)| ≥ `eval.min_gap` (`undef T`: how many are not); a "
+      "target whose gap is just above that floor can carry the mean alone, so the headline "
+      "fact-probe residue also has its median and its ratio of sums Σ(f(M) - f(clean)) / "
+      "Σ(f(original) - f(clean)) over the same targets (Σ/Σ; every score's are in summary.json). "
+      "MIA: AUC of "
       "the loss, zlib (Carlini et al., USENIX Security 2021) and Min-k% (Shi et al., ICLR 2024) "
       "attacks, targets against held-out QA pairs. Generations: generations.jsonl.",
   ]

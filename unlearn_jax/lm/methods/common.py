@@ -37,13 +37,6 @@ from unlearn_jax import parallel, train
 from unlearn_jax.data import pipeline
 from unlearn_jax.lm import steps
 
-# The methods' default learning rate (AdamW, constant), measured on the runlocal QA study
-# (2-layer width-64 transformer, 6 targets, lr 2e-3 training): in 5-10 steps it raises the target
-# answer NLL from 0.03 to 1.2-3.0 nats (ROUGE-L recall 1.0 -> 0.31-0.36) while the unrelated
-# facts' NLL stays below 0.7 nats; at 1e-3 gradient ascent's rest NLL reaches 2.3 nats and at
-# 3e-3 it collapses (13 nats). The sources use 1e-5 for 7B models, their fine-tuning lr.
-DEFAULT_LR = 3e-4
-
 FORGET_LOSSES = ("ascent", "npo", "simnpo")
 RETAIN_LOSSES = ("nll", "kl")
 TERMS = FORGET_LOSSES + RETAIN_LOSSES

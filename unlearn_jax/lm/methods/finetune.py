@@ -11,6 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 from unlearn_jax.data import pipeline
+from unlearn_jax.lm import defaults as lm_defaults
 from unlearn_jax.lm import steps
 from unlearn_jax.lm.methods import common
 
@@ -22,7 +23,8 @@ def default_config() -> ml_collections.ConfigDict:
   """FT hyper-parameters: a short pass over the retained data at the unlearning lr."""
   config = ml_collections.ConfigDict()
   config.epochs = 1.0  # passes over the retained data (kept to a small share of retraining).
-  config.lr = common.DEFAULT_LR  # 3e-4, constant AdamW (sources: 1e-5 on 7B models).
+  # Constant AdamW; chosen on held-out targets (lm/defaults.py; sources: 1e-5 on 7B models).
+  config.lr = lm_defaults.METHOD_LR["finetune"]
   config.batch_size = 32  # retained examples per step (TOFU: 32 = 4 × 4 accumulation × 2 GPUs).
   config.weight_decay = 0.01  # AdamW decoupled weight decay (TOFU / NPO code: 0.01).
   return config
