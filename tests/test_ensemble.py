@@ -1,5 +1,11 @@
 """The vmapped ensemble trains each member exactly as `train_from_scratch` would."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import jax
 import numpy as np
 import pytest
@@ -20,6 +26,7 @@ def _data(n, seed):
           "label": rng.integers(0, 3, n).astype(np.int32)}
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = models.get("mlp", 3, hidden=(16,))
 MESH = parallel.make_mesh()
 # Sizes 40 and 44 give 3 steps per epoch (batch 16), 70 gives 5: two groups.
@@ -94,18 +101,74 @@ def test_predict_matches_each_model(trained):
                              atol=1e-5)
 
 
-def test_resumes_from_checkpoints(tmp_path, trained):
+# Trains MEMBERS into the directory argv[1], blocking (until killed) when the second group (10
+# steps) asks for the batch of step STOP: after its checkpoint at step 6, between checkpoints.
+KILLED_RUN = """
+import sys, time
+sys.path.insert(0, "tests")
+import test_ensemble as t
+from unlearn_jax import ensemble
+from unlearn_jax.data import pipeline
+real_batch = pipeline.EpochSampler.batch
+def batch(self, step):
+  if step >= t.STOP:
+    time.sleep(600)
+  return real_batch(self, step)
+pipeline.EpochSampler.batch = batch
+ensemble.train_ensemble(t.MODEL, t.MEMBERS, t._recipe(), image_shape=(6, 6, 1), mesh=t.MESH,
+                        name="ens", checkpoint_dir=sys.argv[1], vectorize=True)
+"""
+STOP = 8  # the 6-step group never gets there; the 10-step one has checkpointed step 6
+
+
+def _committed_steps(directory):
+  """Steps orbax has finished writing in `directory` (unfinished saves have other names)."""
+  names = os.listdir(directory) if os.path.isdir(directory) else []
+  return sorted(int(name) for name in names if name.isdigit())
+
+
+def test_killed_mid_training_resumes_to_the_uninterrupted_members(tmp_path, trained):
   states, _ = trained
   directory = str(tmp_path / "ens")
-  recipe = _recipe()
-  ensemble.train_ensemble(MODEL, MEMBERS[:2], recipe, image_shape=(6, 6, 1), mesh=MESH,
-                          name="ens", checkpoint_dir=directory, vectorize=True)
-  again, info = ensemble.train_ensemble(MODEL, MEMBERS[:2], recipe, image_shape=(6, 6, 1),
+  group = os.path.join(directory, "steps_10")
+  with open(tmp_path / "stderr.txt", "w") as stderr:
+    process = subprocess.Popen([sys.executable, "-c", KILLED_RUN, directory], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+      deadline = time.monotonic() + 240
+      while 6 not in _committed_steps(group) and process.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint at step 6 within 240 s"
+        time.sleep(0.05)
+      assert process.poll() is None, (tmp_path / "stderr.txt").read_text()[-2000:]
+      time.sleep(0.5)  # the run is blocked in step 8's batch; let the last save settle
+      process.send_signal(signal.SIGKILL)
+    finally:
+      process.kill()
+      code = process.wait(timeout=60)
+  assert code == -signal.SIGKILL
+  assert _committed_steps(os.path.join(directory, "steps_6"))[-1] == 6  # first group done
+  assert _committed_steps(group)[-1] == 6  # killed before step 9's checkpoint
+
+  resumed, info = ensemble.train_ensemble(MODEL, MEMBERS, _recipe(), image_shape=(6, 6, 1),
+                                          mesh=MESH, name="ens", checkpoint_dir=directory,
+                                          vectorize=True)
+  groups = {g["steps"]: g for g in info["groups"]}
+  assert groups[6]["steps_run"] == 0  # restored complete
+  assert groups[10]["resumed_at"] == 6 and groups[10]["steps_run"] == 4  # resumed mid-way
+  # The step is deterministic and checkpoints hold the exact state: bit-identical members.
+  for a, b in zip(states, resumed):
+    assert int(a.step) == int(b.step)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(a.params),
+                 jax.device_get(b.params))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(a.opt_state),
+                 jax.device_get(b.opt_state))
+  again, info = ensemble.train_ensemble(MODEL, MEMBERS, _recipe(), image_shape=(6, 6, 1),
                                         mesh=MESH, name="ens", checkpoint_dir=directory,
                                         vectorize=True)
   assert info["steps_run"] == 0  # complete checkpoints: nothing trained again
-  for a, b in zip(states[:2], again):
-    assert _max_diff(a, b) < 1e-5
+  for a, b in zip(states, again):
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(a.params),
+                 jax.device_get(b.params))
 
 
 def test_auto_loops_over_conv_models_on_cpu():

@@ -215,6 +215,25 @@ def test_summarize_ignores_nans_and_counts_defined():
   assert math.isnan(mean) and count == 0
 
 
+def test_residue_summaries_one_near_floor_target_carries_the_mean_not_median_or_sums():
+  # Five targets with a gap of 4 and a residue of 0.5, 0.5, 0.6, 0.4, 0.5; a sixth whose gap
+  # (0.06) is just above min_gap = 0.05 and whose model sits 1.2 above clean: ratio 20.
+  f_clean = np.zeros(6)
+  f_original = np.array([4.0, 4.0, 4.0, 4.0, 4.0, 0.06])
+  f_model = np.array([2.0, 2.0, 2.4, 1.6, 2.0, 1.2])
+  undefined_gap = 0.01  # a seventh target below the floor: not in any aggregate
+  out = residue.summaries(np.r_[f_model, 5.0], np.r_[f_original, undefined_gap],
+                          np.r_[f_clean, 0.0], min_gap=0.05)
+  assert out["mean"] == pytest.approx((0.5 + 0.5 + 0.6 + 0.4 + 0.5 + 20.0) / 6)  # ≈ 3.75
+  assert out["median"] == pytest.approx(0.5)
+  # Σ(f(M) − f(clean)) / Σ(f(original) − f(clean)) over the six defined targets.
+  assert out["ratio_of_sums"] == pytest.approx(11.2 / 20.06)  # 0.56
+  assert (out["defined"], out["undefined"]) == (6, 1)
+  none = residue.summaries([1.0, 2.0], [0.0, 0.0], [0.0, 0.0], min_gap=0.05)
+  assert math.isnan(none["mean"]) and math.isnan(none["median"])
+  assert math.isnan(none["ratio_of_sums"]) and (none["defined"], none["undefined"]) == (0, 2)
+
+
 # ----------------------------------------------------------------------------------------------
 # evaluator.evaluate_models on a hand-made SED and hand-made logits.
 
@@ -335,6 +354,22 @@ def test_residue_of_retrain_and_clean_alt_by_hand(evaluation):
   assert records["clean_alt"]["residue"]["margin"] == pytest.approx(0.5)
 
 
+def test_residue_median_ratio_of_sums_and_undefined_counts(evaluation):
+  records, _ = evaluation
+  # clean_alt's margin: target 10 like original (+4: ratio 1), 11 like clean (−4: ratio 0).
+  alt = records["clean_alt"]
+  assert alt["residue_median"]["margin"] == pytest.approx(0.5)
+  assert alt["residue_ratio_of_sums"]["margin"] == pytest.approx((8 + 0) / (8 + 8))
+  assert alt["residue_undefined"]["margin"] == 0
+  # retrain's margin is +1 on both targets: (1 + 4) / 8 each, and so for the sums.
+  assert records["retrain"]["residue_median"]["margin"] == pytest.approx(5 / 8)
+  assert records["retrain"]["residue_ratio_of_sums"]["margin"] == pytest.approx(10 / 16)
+  # The set-level membership ratio is its own median and ratio of sums.
+  for key in ("residue_median", "residue_ratio_of_sums"):
+    assert records["retrain"][key]["mia"] == pytest.approx(records["retrain"]["residue"]["mia"])
+  assert records["retrain"]["residue_undefined"]["mia"] == 0
+
+
 def test_membership_auc_by_hand(evaluation):
   records, _ = evaluation
   # Held-out: test rows with a target label (0 or 1): rows 0 (wrong), 1 (right), 3 (right).
@@ -376,4 +411,69 @@ def test_undefined_gap_gives_nan_residue_and_zero_count():
   for score in (*evaluator.RESIDUE_SCORES, "mia"):
     assert math.isnan(records["original"]["residue"][score])
     assert records["original"]["residue_defined"][score] == 0
+    assert records["original"]["residue_undefined"][score] == (1 if score == "mia" else 2)
+    assert math.isnan(records["original"]["residue_median"][score])
   assert all(math.isnan(row["residue_margin"]) for row in rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# LiRA references: targets and held-out candidates are fitted as two populations.
+
+
+def two_population_references(num_models=8, num_targets=200, num_heldout=200, seed=0):
+  """Targets: IN = OUT + 6, spread 3 (many near-copies); candidates: IN = OUT + 1, spread 0.5.
+
+  The candidates are the targets scaled by 1/6 (means and spreads alike), so a calibrated test
+  gives both the same null distribution; complementary IN/OUT pairs, as the study trains them.
+  """
+  rng = np.random.default_rng(seed)
+
+  def population(count, shift, spread):
+    in_mask = np.zeros((num_models, count), bool)
+    for pair in range(num_models // 2):
+      in_mask[2 * pair, rng.permutation(count)[:count // 2]] = True
+      in_mask[2 * pair + 1] = ~in_mask[2 * pair]
+    out_mean = rng.normal(0.0, 0.2 * spread, count)
+    phi = out_mean + np.where(in_mask, shift, 0.0) + rng.normal(0.0, spread, in_mask.shape)
+    unseen = out_mean + rng.normal(0.0, spread, count)  # a model that never saw them
+    return phi, in_mask, unseen
+
+  target_phi, target_in, target_unseen = population(num_targets, 6.0, 3.0)
+  heldout_phi, heldout_in, heldout_unseen = population(num_heldout, 1.0, 0.5)
+  references = evaluator.LiraReferences(
+      target_phi=target_phi, target_in=target_in, heldout_rows=np.arange(num_heldout),
+      heldout_phi=heldout_phi, heldout_in=heldout_in)
+  return references, target_unseen, heldout_unseen
+
+
+def test_lira_fits_targets_and_candidates_apart_so_an_unseen_model_scores_chance():
+  references, target_unseen, heldout_unseen = two_population_references()
+  # One σ per side pooled over both populations (around their common mean) is miscalibrated:
+  # a model that saw neither scores the targets far below the candidates.
+  pooled = mia.lira_online(
+      np.r_[target_unseen, heldout_unseen],
+      np.concatenate([references.target_phi, references.heldout_phi], axis=1),
+      np.concatenate([references.target_in, references.heldout_in], axis=1), fix_variance=True)
+  pooled_auc = mia.roc_auc(pooled[:len(target_unseen)], pooled[len(target_unseen):])
+  assert pooled_auc < 0.35, pooled_auc
+  # Fitted apart, both populations share one null: AUC at chance (null σ of the AUC ≈ 0.03).
+  for online in (True, False):
+    target_stat, heldout_stat = references.statistics(target_unseen, heldout_unseen, online)
+    assert abs(mia.roc_auc(target_stat, heldout_stat) - 0.5) < 0.1, online
+  assert references.fixed_variance(references.target_in)  # 4 a side < 32
+
+
+def test_lira_per_example_variance_with_enough_references():
+  references, target_unseen, heldout_unseen = two_population_references(num_models=8)
+  many = evaluator.LiraReferences(**{**references.__dict__, "per_example_min": 4})
+  assert not many.fixed_variance(many.target_in) and many.num_models == 8
+  target_stat, heldout_stat = many.statistics(target_unseen, heldout_unseen)
+  np.testing.assert_array_equal(target_stat, mia.lira_online(
+      target_unseen, many.target_phi, many.target_in, fix_variance=False))
+  np.testing.assert_array_equal(heldout_stat, mia.lira_online(
+      heldout_unseen, many.heldout_phi, many.heldout_in, fix_variance=False))
+  fixed = mia.lira_online(target_unseen, references.target_phi, references.target_in,
+                          fix_variance=True)
+  np.testing.assert_array_equal(references.statistics(target_unseen, heldout_unseen)[0], fixed)
+  always = evaluator.LiraReferences(**{**references.__dict__, "fix_variance": False})
+  assert not always.fixed_variance(always.target_in)

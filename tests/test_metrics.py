@@ -1,10 +1,13 @@
 """Entropy, parameter distance and relearn time against independent computations."""
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from scipy import stats
 
+from unlearn_jax import config as config_lib
+from unlearn_jax import defaults
 from unlearn_jax.evaluate import metrics
 
 
@@ -45,3 +48,32 @@ def test_relearn_steps(toy):
   assert metrics.relearn_steps(fresh, data.forget, -1.0, lr=0.1, max_steps=7, mesh=mesh) == 8
   # Relearning does not touch the model it starts from.
   assert metrics.forget_loss(fresh, data.forget, mesh) > trained_loss
+
+
+def test_relearn_counts_use_one_configured_level_for_every_model(toy):
+  state, data, _, mesh = toy
+  fresh = data.init_state(jax.random.key(5))
+  trained_loss = metrics.forget_loss(state, data.forget, mesh)
+  fresh_loss = metrics.forget_loss(fresh, data.forget, mesh)
+  assert trained_loss < 0.8 < fresh_loss  # measured: 0.66 and 1.22
+  models = {"trained": state, "fresh": fresh}
+  # A level between the two: the model below it needs 0 steps, the one above some.
+  between = ml_collections.ConfigDict({"target_loss": 0.8, "lr": 0.5, "max_steps": 500})
+  counts = metrics.relearn_counts(models, data.forget, between, mesh)
+  assert counts["trained"] == 0 and 0 < counts["fresh"] <= 500
+  assert counts["fresh"] == metrics.relearn_steps(fresh, data.forget, 0.8, lr=0.5,
+                                                  max_steps=500, mesh=mesh)
+  # A level below both, reachable by both: the model that saw the forget set gets there first.
+  below = ml_collections.ConfigDict({"target_loss": 0.3, "lr": 0.5, "max_steps": 500})
+  counts = metrics.relearn_counts(models, data.forget, below, mesh)
+  assert 0 < counts["trained"] < counts["fresh"] <= 500, counts
+
+
+def test_relearn_level_is_a_configured_loss():
+  relearn = defaults.base_config().eval.relearn
+  # Reachable: well above a float32 loss's resolution, below a confident model's loss.
+  assert 1e-6 < relearn.target_loss < 0.1
+  config = defaults.base_config()
+  config.eval.relearn.target_loss = -1.0
+  with pytest.raises(config_lib.ConfigError, match="eval.relearn.target_loss"):
+    defaults.validate(config)

@@ -131,9 +131,14 @@ def test_mia_efficacy_separates_seen_from_unseen():
   assert mia.mia_efficacy(*retain, *test, *like_retain, seed=0) < 0.1
   # Forget outputs that look like unseen data: called non-members, efficacy near 1.
   assert mia.mia_efficacy(*retain, *test, *like_test, seed=0) > 0.9
+  # Unseen data the model gets wrong (true logit below the others): every feature, the
+  # correctness and the full probability vector included, tells it from the retain set.
+  wrong_test, like_wrong_test = outputs(200, -3.0), outputs(100, -3.0)
   for feature in mia.SVC_FEATURES:
-    value = mia.mia_efficacy(*retain, *test, *like_test, feature=feature, max_train=100)
-    assert 0.0 <= value <= 1.0
+    seen = mia.mia_efficacy(*retain, *wrong_test, *like_retain, feature=feature, max_train=100)
+    unseen = mia.mia_efficacy(*retain, *wrong_test, *like_wrong_test, feature=feature,
+                              max_train=100)
+    assert seen < 0.05 and unseen > 0.95, (feature, seen, unseen)
   with pytest.raises(ValueError, match="feature"):
     mia.mia_efficacy(*retain, *test, *like_test, feature="margin")
 
@@ -291,7 +296,7 @@ def test_u_lira_leave_one_out_matches_refitting(fix_variance):
   rng = np.random.default_rng(3)
   unlearned = rng.normal(0.6, 1.0, (7, 20)) * rng.uniform(0.5, 2.0, 20)
   retrained = rng.normal(0.0, 1.0, (5, 20))
-  result = mia.u_lira(unlearned, retrained, fix_variance=fix_variance)
+  result = mia.u_lira(unlearned, retrained, fix_variance=fix_variance, min_models=5)
   expected = brute_force_u_lira(unlearned, retrained, fix_variance)
   np.testing.assert_allclose(result.per_example_accuracy, expected, atol=1e-12)
   assert result.accuracy == pytest.approx(expected.mean())
@@ -305,7 +310,35 @@ def test_u_lira_chance_for_same_distribution_and_one_for_separated():
   separated = mia.u_lira(rng.normal(size=(16, 50)) + 8.0, rng.normal(size=(16, 50)))
   assert separated.accuracy == 1.0
   with pytest.raises(ValueError, match="at least 3"):
-    mia.u_lira(np.zeros((2, 4)), np.zeros((5, 4)))
+    mia.u_lira(np.zeros((2, 4)), np.zeros((5, 4)), min_models=2)
+
+
+def test_u_lira_is_na_with_a_warning_below_eight_models_a_population():
+  rng = np.random.default_rng(1)
+  separated = rng.normal(size=(8, 6)) + 8.0
+  # Eight a side: a number (the populations are 8σ apart, so every call is right).
+  assert mia.u_lira(separated, rng.normal(size=(8, 6))).accuracy == 1.0
+  for unlearned, retrained in ((7, 8), (8, 2), (2, 2)):
+    with pytest.warns(UserWarning, match="fewer than 8"):
+      result = mia.u_lira(separated[:unlearned], rng.normal(size=(retrained, 6)))
+    assert math.isnan(result.accuracy)
+    assert result.per_example_accuracy.shape == (6,)
+    assert np.isnan(result.per_example_accuracy).all()
+
+
+def test_u_lira_fits_a_sigma_per_example_by_default():
+  # Example 0 varies 100× more than example 1 in both populations, which are 3 of their own
+  # σ apart on each. Per-example σ (the default) separates both; one σ per population (the
+  # spread of all its scores) is too wide for example 1, which is then called at chance.
+  rng = np.random.default_rng(2)
+  scale = np.array([100.0, 1.0])
+  unlearned = (rng.normal(size=(32, 2)) + 3.0) * scale
+  retrained = rng.normal(size=(32, 2)) * scale
+  per_example = mia.u_lira(unlearned, retrained).per_example_accuracy
+  pooled = mia.u_lira(unlearned, retrained, fix_variance=True).per_example_accuracy
+  expected = brute_force_u_lira(unlearned, retrained, fix_variance=False)
+  np.testing.assert_allclose(per_example, expected, atol=1e-12)
+  assert per_example[1] > 0.85 and abs(pooled[1] - 0.5) < 0.1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -405,3 +438,32 @@ def test_forgetting_quality_buckets():
   assert mia.forgetting_quality(np.zeros(3), num_models=2) == 0.0  # log 1 = 0: no bucket.
   with pytest.raises(ValueError, match="num_models"):
     mia.forgetting_quality(np.zeros(3), num_models=1)
+
+
+def test_epsilon_counts_the_examples_at_the_cap():
+  rng = np.random.default_rng(4)
+  # Examples 0-2 separated (cap), 3-5 identical samples (ε = 0).
+  unlearned = rng.normal(size=(16, 6))
+  retrained = unlearned.copy()
+  retrained[:, :3] += 20.0
+  estimate = mia.epsilon_estimate(unlearned, retrained)
+  np.testing.assert_array_equal(estimate.epsilons, [mia.EPSILON_CAP] * 3 + [0.0] * 3)
+  assert estimate.capped == 3
+  assert mia.epsilon_estimate(unlearned, unlearned.copy()).capped == 0
+
+
+def test_epsilon_null_compares_the_two_halves_of_the_retrained_models():
+  rng = np.random.default_rng(5)
+  retrained = rng.normal(size=(9, 12))
+  null = mia.epsilon_null(retrained)
+  # The first four models against the next four; the ninth is left out.
+  direct = mia.epsilon_estimate(retrained[:4], retrained[4:8])
+  np.testing.assert_array_equal(null.epsilons, direct.epsilons)
+  assert (null.capped, null.forgetting_quality) == (direct.capped, direct.forgetting_quality)
+  # Two halves of one population: the estimate is not 0 (ε reads chance as a signal), which is
+  # why it stands beside every ε; a copy of the same models reads 0.
+  assert np.nanmean(null.epsilons) > 0.5
+  twice = np.concatenate([retrained[:4], retrained[:4]])
+  np.testing.assert_array_equal(mia.epsilon_null(twice).epsilons, 0.0)
+  with pytest.raises(ValueError, match="N_r >= 4"):
+    mia.epsilon_null(retrained[:3])

@@ -197,3 +197,52 @@ def test_write_creates_the_report_files(tmp_path):
     assert f"| {model} |" in report
   assert "grad_ascent/seed_0: failed" in report
   assert "finetune/seed_0" not in report  # only failures are listed
+
+
+def _row_cells(table: str, model: str) -> dict[str, str]:
+  lines = table.splitlines()
+  header = [cell.strip() for cell in lines[0].split("|")[2:-1]]
+  for line in lines[2:]:
+    if line.split("|")[1].strip() == model:
+      return dict(zip(header, (cell.strip() for cell in line.split("|")[2:-1])))
+  raise KeyError(model)
+
+
+def test_report_shows_residue_median_ratio_of_sums_undefined_and_floor():
+  record = {"residue": {"margin": 3.75}, "residue_median": {"margin": 0.5},
+            "residue_ratio_of_sums": {"margin": 0.56}, "residue_undefined": {"margin": 1},
+            "residue_defined": {"margin": 6}, "residue_abs": {"margin": 1.9}}
+  records = {0: {"retrain": record, "clean_alt": {**record, "residue_median": {"margin": 0.1}}}}
+  summary = tables.build_summary(defaults.base_config(), records, {})
+  cells = _row_cells(tables.markdown_table(summary), "retrain")
+  assert (cells["res margin"], cells["res margin median"], cells["res margin Σ/Σ"],
+          cells["margin undef T"]) == ("3.75", "0.50", "0.56", "1")
+  assert summary["floor"]["residue_median"]["margin"] == 0.1
+  assert summary["floor"]["residue_undefined"]["margin"] == 1
+  assert summary["floor"]["residue_ratio_of_sums"]["margin"] == 0.56
+
+
+def test_report_shows_lira_reference_count_epsilon_capped_null_and_ulira_na():
+  config = defaults.base_config()
+  config.eval.lira.num_models = 4
+  record = {"lira_tpr": {"target": 0.1}, "epsilon": {"vs_retrain": 20.0},
+            "epsilon_capped": {"vs_retrain": 3}, "ulira_acc": {"vs_clean": NAN}}
+  summary = tables.build_summary(config, {0: {"finetune": record}}, {})
+  assert summary["lira"] == {"num_models": 4, "per_side": 2, "fpr": 0.05,
+                             "variance": "fixed per population"}
+  cells = _row_cells(tables.markdown_table(summary, tables.ATTACK_COLUMNS), "finetune")
+  assert (cells["LiRA TPR"], cells["LiRA refs"]) == ("0.10", "4")
+  assert (cells["ε vs retrain"], cells["capped vs retrain"]) == ("20.00", "3")
+  assert cells["U-LiRA vs clean"] == "n/a"
+  summary["across_seeds"] = {
+      "num_models": 8, "delta": 1e-5, "epsilon_cap": 50.0, "epsilon_min_seeds": 8,
+      "ulira_min_models": 8, "num_targets": 10,
+      "epsilon_null": {"epsilon": 2.5, "capped": 1, "forgetting_quality": 0.2, "num_models": 4}}
+  report = tables.markdown_report(summary)
+  assert "4 reference models, σ fixed per population" in report
+  assert "two halves of 4, reads ε = 2.50 with 1 of 10 targets capped" in report
+  summary["across_seeds"].update(num_models=2, epsilon_min_seeds=8)
+  del summary["across_seeds"]["epsilon_null"]
+  assert "U-LiRA is n/a below 8 seeds" in tables.markdown_report(summary)
+  config.eval.lira.num_models = 64
+  assert tables.lira_setting(config)["variance"] == "per example"

@@ -11,6 +11,9 @@ in which Haim et al., NeurIPS 2022, recover the most). It trains `original` (D_r
 MLPs by full-batch gradient descent with weight decay, runs the study's methods from the track's
 `original`, reconstructs candidates from every model's parameters and scores each target by its
 best SSIM among them (`recon_ssim`), next to the same score of as many held-out test images.
+Its residue is recorded under the main study's keys (`residue`, the mean over targets, with
+`residue_median`, `residue_ratio_of_sums`, `residue_defined`, `residue_undefined` and
+`residue_abs`; see evaluate/residue.py).
 
 Results per model and seed are cached under WORKDIR/recon/seed_<s>/<model>.npz, so a rerun does
 no reconstruction twice.
@@ -33,7 +36,7 @@ from absl import logging
 from unlearn_jax import config as config_lib
 from unlearn_jax import methods, train, utils
 from unlearn_jax.data import sed as sed_lib
-from unlearn_jax.evaluate import reconstruct, residue, similarity
+from unlearn_jax.evaluate import evaluator, reconstruct, residue, similarity
 from unlearn_jax.report import plots
 
 REFERENCES = ("original", "retrain", "clean", "clean_alt")
@@ -200,18 +203,19 @@ def _records(results, track, config) -> tuple[dict[str, dict], dict[tuple[str, i
     return records, per_target
   gap = config.eval.min_gap.get("recon_ssim", 0.0)
   for name, result in results.items():
-    ratio = residue.ratio(result["target_ssim"], results["original"]["target_ssim"],
-                          results["clean"]["target_ssim"], gap)
-    mean_ratio, defined = residue.summarize(ratio)
+    f_original, f_clean = results["original"]["target_ssim"], results["clean"]["target_ssim"]
+    ratio = residue.ratio(result["target_ssim"], f_original, f_clean, gap)
+    aggregates = residue.summaries(result["target_ssim"], f_original, f_clean, gap)
     records[name] = {
         "recon_ssim": {"target": float(result["target_ssim"].mean()),
                        "heldout": float(result["heldout_ssim"].mean())},
         "recon_recovered": {"target": int(np.sum(result["target_ssim"] >=
                                                  config.recon.threshold))},
-        "residue": {"recon_ssim": mean_ratio},
-        "residue_abs": {"recon_ssim": float(np.mean(result["target_ssim"]
-                                                    - results["clean"]["target_ssim"]))},
-        "residue_defined": {"recon_ssim": defined},
+        # The main study's residue keys (evaluator.RESIDUE_AGGREGATES: mean, median, ratio of
+        # sums, defined / undefined counts), under the score `recon_ssim`.
+        **{key: {"recon_ssim": aggregates[field]}
+           for key, field in evaluator.RESIDUE_AGGREGATES.items()},
+        "residue_abs": {"recon_ssim": float(np.mean(result["target_ssim"] - f_clean))},
     }
     for target, value, r in zip(track.target_ids, result["target_ssim"], ratio):
       per_target[(name, int(target))] = (float(value), float(r))

@@ -10,6 +10,10 @@ key (`fold_in(key(model_seed), 1)`) and `train.train_from_scratch`; given a work
 go to the study's place (`WORKDIR/checkpoints/<name>/seed_<seed>`) with the study's config.json and
 info.json (training time), so training resumes there, a study run in that workdir finds them
 complete, and a workdir made with another config is refused as a study refuses it.
+
+SISA's ensembles have references of their own (`train_sisa`: `sisa_original` on D and
+`sisa_clean` on R, same shards; see methods/sisa.py), built as a study with the `sisa` method
+builds them.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from unlearn_jax import defaults, models, parallel, study, utils
+from unlearn_jax import defaults, methods, models, parallel, study, utils
 from unlearn_jax import train as train_lib
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
+from unlearn_jax.methods import sisa
 
 NAMES = ("original", "retrain", "clean", "clean_alt")
 
@@ -170,3 +175,39 @@ def train(sed: sed_lib.SED, config: ml_collections.ConfigDict, seed: int = 0, *,
   return {name: _train_one(sed, config, name, seed, model=model, workdir=workdir, mesh=mesh,
                            writer=writer)[0]
           for name in names}
+
+
+def train_sisa(sed: sed_lib.SED, config: ml_collections.ConfigDict, seed: int = 0, *,
+               model: Any = None, workdir: str | None = None,
+               mesh: jax.sharding.Mesh | None = None,
+               writer: utils.MetricWriter | None = None) -> dict[str, train_lib.TrainState]:
+  """SISA's residue references, the ensembles a study with the `sisa` method scores it against.
+
+  `sisa_original`: the shard ensemble on D, the one the `sisa` method trains before unlearning;
+  `sisa_clean`: the same shards, slices, initialisations and seeds without T ∪ S (see
+  `methods.sisa.references`). Settings from `config.unlearn.sisa` and `config.train`.
+
+  Args:
+    sed, config, seed, model, mesh, writer: as for `train`.
+    workdir: if given (validated as for `train`), slice checkpoints go to the study's SISA
+      slice store WORKDIR/checkpoints/sisa/seed_<seed>: a study's `sisa` run and this call
+      restore each other's slices, and an interrupted call resumes.
+
+  Returns:
+    {'sisa_original': ensemble state, 'sisa_clean': ensemble state}.
+  """
+  if workdir is not None:
+    _prepare(config, workdir)
+  model = model if model is not None else make_model(config)
+  mesh = mesh if mesh is not None else parallel.make_mesh()
+  image_shape = sed.train["image"].shape[1:]
+  data = methods.UnlearnData(
+      forget=sed.forget, retain=sed.retain, mesh=mesh, seed=int(seed),
+      num_classes=int(getattr(model, "num_classes", 0)),
+      init_state=lambda key: train_lib.create_state(model, key, image_shape),
+      checkpoint_dir=checkpoint_dir(os.path.abspath(workdir), "sisa", seed) if workdir else None,
+      writer=writer)
+  methods.method_config(config, "sisa")
+  built = sisa.references(data, config, study.method_rng(seed),
+                          sed.train["id"][sed.train["kind"] != sed_lib.REST])
+  return {name: state for name, (state, _) in built.items()}

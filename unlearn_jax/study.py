@@ -30,6 +30,7 @@ from unlearn_jax import train, utils
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
 from unlearn_jax.evaluate import evaluator, metrics, mia
+from unlearn_jax.methods import sisa
 from unlearn_jax.report import tables
 
 # Config fields that may change between runs into the same workdir: they do not affect any
@@ -99,7 +100,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   context = build_context(config, workdir)
   names = method_names(config)
   context.models_total = config.eval.lira.num_models + len(config_lib.as_tuple(config.seeds)) * (
-      4 + len([n for n in names if n != "retrain"]))
+      4 + len([n for n in names if n != "retrain"])
+      + (len(sisa.REFERENCE_NAMES) if sisa_runs(names) else 0))
   lira = train_lira_references(context)
   records: dict[int, dict[str, dict]] = {}
   per_target: list[dict] = []
@@ -113,6 +115,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   summary = tables.build_summary(config, records, {
       key: text for key, text in status.items() if not remedy_track.is_sweep(key)})
   summary["status"] = status  # the sweep's runs too (their results are under `remedy`)
+  if any("sisa_original" in per_model for per_model in records.values()):
+    pair = dict(zip(("original", "clean"), sisa.REFERENCE_NAMES))
+    summary["residue_references"] = {  # models scored against other residue references
+        name: pair for name in summary["methods"]
+        if name in sisa_runs([name]) or name in sisa.REFERENCE_NAMES}
   add_across_seed_attacks(summary, per_target, config.eval.epsilon_min_seeds)
   add_remedy_results(context, summary, records, sweeps)
   if context.recon_failures:
@@ -275,6 +282,7 @@ def run_seed(context: Context, seed: int, status: dict[str, str],
       else:
         states[name], times[name] = run_method(context, name, states["original"], seed)
     context.models_done += 1
+  ensembles = add_sisa_references(context, seed, names, states, times, status)
 
   logging.info("stage: evaluate seed_%d", seed)
   logits = {name: {"train": predict(context, state, sed.train),
@@ -282,7 +290,8 @@ def run_seed(context: Context, seed: int, status: dict[str, str],
             for name, state in states.items()}
   eval_config = context.config.eval
   records, rows = evaluator.evaluate_models(logits, sed, eval_config.min_gap, lira=lira,
-                                            svc_max_train=eval_config.svc_max_train)
+                                            svc_max_train=eval_config.svc_max_train,
+                                            references=ensembles)
   for name, record in records.items():
     record["acc_same_class"] = remedy_track.same_class_accuracy(logits[name], sed)
     if name in removed:
@@ -295,19 +304,76 @@ def run_seed(context: Context, seed: int, status: dict[str, str],
     recon_track.merge(records, rows, track_records, track_rows)
     for name, error in failures.items():
       context.recon_failures[f"{name}/seed_{seed}"] = error
-  target_loss = metrics.forget_loss(states["original"], sed.forget, context.mesh)
   for name, record in records.items():
     if remedy_track.is_sweep(name):
       record["time_s"] = times[name]
       continue  # the trade-off sweep reports residue and utility only
     record["time_s"] = times[name]
-    record["param_l2"] = {f"to_{ref}": metrics.param_distance(states[name].params,
-                                                               states[ref].params)
+    # An ensemble's stacked parameters have no distance to one model's: n/a (NaN).
+    record["param_l2"] = {f"to_{ref}": float("nan") if name in ensembles else
+                          metrics.param_distance(states[name].params, states[ref].params)
                           for ref in ("original", "retrain", "clean") if ref in states}
-    record["relearn_steps"] = metrics.relearn_steps(
-        states[name], sed.forget, target_loss, lr=eval_config.relearn.lr,
-        max_steps=eval_config.relearn.max_steps, mesh=context.mesh)
+    record["relearn_steps"] = metrics.relearn_counts(
+        {name: states[name]}, sed.forget, eval_config.relearn, context.mesh)[name]
   return records, rows
+
+
+def sisa_runs(names) -> list[str]:
+  """The runs whose model is SISA's shard ensemble: `sisa` and its remedies (`sisa+nbr`, ...)."""
+  return [name for name in names if remedy_track.parse(name)[0] == "sisa"]
+
+
+def add_sisa_references(context: Context, seed: int, names, states: dict, times: dict,
+                        status: dict[str, str]) -> dict[str, tuple[str, str]]:
+  """Adds SISA's own references to `states`/`times` when a SISA run succeeded.
+
+  SISA's model is an ensemble of shard models (log of the mean softmax), so its residue is
+  measured against ensembles with the same shards, initialisations and seeds
+  (`sisa.references`): `sisa_original` on D (the ensemble the first SISA run trained, restored
+  from that run's slice checkpoints; its time is that run's `train_s`) and `sisa_clean` on R
+  (the shards without T ∪ S, checkpointed beside them; its time is this extra training, kept in
+  checkpoints/sisa_clean/seed_<s>/info.json). When they cannot be built, the SISA runs are
+  marked failed rather than scored against single models.
+
+  Returns:
+    {model: (its original, its clean)} for the SISA runs and the two references (empty without
+    a successful SISA run).
+  """
+  runs = [name for name in sisa_runs(names) if name in states]
+  if not runs:
+    return {}
+  sed, store = context.sed, context.checkpoint_dir(runs[0], seed)
+  logging.info("stage: SISA references %s/seed_%d (%s)", " and ".join(sisa.REFERENCE_NAMES),
+               seed, context.progress())
+  outcome: dict[str, str] = {}
+  with method_status(outcome, "references"):
+    data = methods.UnlearnData(
+        forget=sed.forget, retain=sed.retain, mesh=context.mesh, seed=seed,
+        num_classes=context.num_classes, init_state=context.init_state, checkpoint_dir=store,
+        writer=context.writer, val=sed.test)
+    built = sisa.references(data, context.config, method_rng(seed),
+                            sed.train["id"][sed.train["kind"] != sed_lib.REST])
+  if outcome["references"] != "ok":
+    for name in runs:
+      states.pop(name)
+      status[f"{name}/seed_{seed}"] = f"{outcome['references']} (building the SISA references)"
+    return {}
+  (original, original_info), (clean, clean_info) = (built[n] for n in sisa.REFERENCE_NAMES)
+  run_info = os.path.join(store, "info.json")
+  states["sisa_original"], times["sisa_original"] = original, float(
+      utils.read_json(run_info)["train_s"] if os.path.exists(run_info)
+      else original_info["wall_s"])
+  states["sisa_clean"] = clean
+  times["sisa_clean"] = record_time(context.checkpoint_dir("sisa_clean", seed), clean_info,
+                                    clean_info["wall_s"])
+  context.models_done += len(sisa.REFERENCE_NAMES)
+  pair = tuple(sisa.REFERENCE_NAMES)
+  return {name: pair for name in runs + list(sisa.REFERENCE_NAMES)}
+
+
+def method_rng(seed: int) -> jax.Array:
+  """The PRNG key every method run of seed `seed` gets."""
+  return jax.random.fold_in(jax.random.key(seed), 2)
 
 
 def method_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -351,8 +417,7 @@ def run_remedy(context: Context, name: str, states: dict[str, train.TrainState],
       forget=forget, retain=retain, mesh=context.mesh, seed=seed,
       num_classes=context.num_classes, init_state=context.init_state,
       checkpoint_dir=directory, writer=context.writer, val=sed.test)
-  state, info = methods.call(base, states["original"], data, config,
-                             jax.random.fold_in(jax.random.key(seed), 2))
+  state, info = methods.call(base, states["original"], data, config, method_rng(seed))
   elapsed = time.perf_counter() - start - float(info.get("train_s", 0.0))
   return state, record_time(directory, info, elapsed), removed
 
@@ -446,7 +511,8 @@ def train_lira_references(context: Context) -> evaluator.LiraReferences | None:
       target_phi=mia.logit_scaled_confidence(target_logits, targets["label"][None]),
       target_in=target_in, heldout_rows=heldout,
       heldout_phi=mia.logit_scaled_confidence(heldout_logits, candidates["label"][None]),
-      heldout_in=heldout_in, fix_variance=bool(cfg.fix_variance), fpr=float(cfg.fpr))
+      heldout_in=heldout_in, fix_variance=bool(cfg.fix_variance), fpr=float(cfg.fpr),
+      per_example_min=int(cfg.get("per_example_min", mia.LIRA_PER_EXAMPLE_MIN)))
 
 
 def lira_candidates(sed: sed_lib.SED, count: int) -> np.ndarray:
@@ -463,10 +529,20 @@ def add_across_seed_attacks(summary: dict[str, Any], per_target: list[dict],
 
   The populations are the study's own models: for model M, its N seeds are the "unlearned"
   population and the N seeds of `retrain` (or `clean`) the other, scored by the logit-scaled
-  confidence on each target. U-LiRA needs N >= 2 (it fits one variance per population, leaving
-  one model out at a time); ε is reported from `epsilon_min_seeds` on, because with few models
-  its rules separate two samples of one distribution by chance (N models resolve ε only up to
-  about log(N - 1), or the cap).
+  confidence on each target. U-LiRA fits a σ per example and population, leaving one model out
+  at a time; below `mia.ULIRA_MIN_MODELS` seeds it is n/a (NaN, with a warning). ε is reported
+  from `epsilon_min_seeds` on, because with few models its rules separate two samples of one
+  distribution by chance (N models resolve ε only up to about log(N - 1), or the cap); beside
+  it stand the number of targets at the cap (`epsilon_capped`) and, in
+  `summary['across_seeds']['epsilon_null']`, the same estimate for the two halves of retrain's
+  seeds against each other (`mia.epsilon_null`): what chance alone reads.
+
+  Models scored against other residue references (`summary['residue_references']`: SISA's
+  shard ensembles, see methods/sisa.py) are compared with their own clean reference's seeds
+  (`sisa_clean`, an ensemble with the same shards trained on R) as `vs_clean`, so that both
+  populations are ensembles on one scale; they have no `vs_retrain` entry (n/a), since no
+  ensemble is retrained on D \\ T alone. `summary['across_seeds']['clean_reference']` names
+  the population each such model was compared with.
   """
   phi: dict[str, dict[int, dict[int, float]]] = {}
   for row in per_target:
@@ -481,25 +557,42 @@ def add_across_seed_attacks(summary: dict[str, Any], per_target: list[dict],
       return None
     return np.asarray([[phi[model][s][t] for t in targets] for s in seeds], np.float64)
 
+  own_references = {name: pair["clean"]
+                    for name, pair in summary.get("residue_references", {}).items()}
   for name, record in summary["methods"].items():
     unlearned = population(name)
     if unlearned is None:
       continue
-    for reference in ("retrain", "clean"):
-      other = population(reference)
-      if other is None or reference == name:
+    # (record key, model whose seeds are the other population)
+    comparisons = ((("clean", own_references[name]),) if name in own_references
+                   else (("retrain", "retrain"), ("clean", "clean")))
+    for reference, model in comparisons:
+      other = population(model)
+      if other is None or model == name:
         continue
       if len(seeds) >= epsilon_min_seeds:
         estimate = mia.epsilon_estimate(unlearned, other)
         record.setdefault("epsilon", {})[f"vs_{reference}"] = float(np.nanmean(
             estimate.epsilons))
+        record.setdefault("epsilon_capped", {})[f"vs_{reference}"] = estimate.capped
         record.setdefault("forgetting_quality", {})[f"vs_{reference}"] = float(
             estimate.forgetting_quality)
-      attack = mia.u_lira(unlearned, other, fix_variance=True)
+      attack = mia.u_lira(unlearned, other)
       record.setdefault("ulira_acc", {})[f"vs_{reference}"] = float(attack.accuracy)
   summary["across_seeds"] = {"num_models": len(seeds), "delta": mia.DELTA,
                              "epsilon_cap": mia.EPSILON_CAP,
-                             "epsilon_min_seeds": epsilon_min_seeds}
+                             "epsilon_min_seeds": epsilon_min_seeds,
+                             "ulira_min_models": mia.ULIRA_MIN_MODELS,
+                             "num_targets": len(targets)}
+  if own_references:
+    summary["across_seeds"]["clean_reference"] = own_references
+  retrained = population("retrain")
+  if len(seeds) >= epsilon_min_seeds and retrained is not None and len(seeds) >= 4:
+    null = mia.epsilon_null(retrained)
+    summary["across_seeds"]["epsilon_null"] = {
+        "epsilon": float(np.nanmean(null.epsilons)), "capped": null.capped,
+        "forgetting_quality": float(null.forgetting_quality),
+        "num_models": len(seeds) // 2}
 
 
 def predict(context: Context, state: train.TrainState, data: dict) -> np.ndarray:
@@ -530,7 +623,7 @@ def run_method(context: Context, name: str, original: train.TrainState,
       forget=context.sed.forget, retain=context.sed.retain, mesh=context.mesh, seed=seed,
       num_classes=context.num_classes, init_state=context.init_state,
       checkpoint_dir=directory, writer=context.writer, val=context.sed.test)
-  rng = jax.random.fold_in(jax.random.key(seed), 2)
+  rng = method_rng(seed)
   logging.info("stage: method %s/seed_%d (|forget|=%d, |retain|=%d; %s)", name, seed,
                len(data.forget["label"]), len(data.retain["label"]), context.progress())
   start = time.perf_counter()

@@ -6,8 +6,10 @@ Output per model: accuracy, loss, confidence, margin and entropy on target / sim
 test; membership AUC of the threshold attacks (loss for targets and similar samples; also
 confidence, entropy and modified entropy for targets) against test samples of the same classes;
 the SVC "MIA-efficacy" on the targets; LiRA (online and offline) statistics, AUC and TPR at a
-low FPR of targets against held-out candidates; KL to `clean` and to `retrain`; and the influence
-residue of every per-target score, as a ratio and in absolute units.
+low FPR of targets against held-out candidates (each population fitted on its own); KL to `clean`
+and to `retrain`; and the influence residue of every per-target score, as a ratio (mean, median
+and ratio of sums over the targets, with the counts of defined and undefined targets) and in
+absolute units.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ class LiraReferences:
       trained on them; half of the reference models did).
     heldout_phi: (K, H) φ of each reference model on each held-out candidate.
     heldout_in: (K, H) bool, True where the reference model trained on the candidate.
-    fix_variance: fit one variance per side over all examples (advised with few references).
+    fix_variance: one σ per side and population while an example has fewer than
+      `per_example_min` IN or OUT references; False: per-example σ always.
     fpr: false-positive rate at which `lira_tpr` is reported.
+    per_example_min: references per side from which each example gets its own σ.
   """
   target_phi: np.ndarray
   target_in: np.ndarray
@@ -49,16 +53,33 @@ class LiraReferences:
   heldout_in: np.ndarray
   fix_variance: bool = True
   fpr: float = 0.05
+  per_example_min: int = mia.LIRA_PER_EXAMPLE_MIN
+
+  @property
+  def num_models(self) -> int:
+    return int(self.target_phi.shape[0])
+
+  def fixed_variance(self, in_mask: np.ndarray) -> bool:
+    """Whether a population with this (K, N) IN mask gets one σ per side (too few references)."""
+    fewest = min(int(in_mask.sum(axis=0).min()), int((~in_mask).sum(axis=0).min()))
+    return bool(self.fix_variance) and fewest < self.per_example_min
 
   def statistics(self, target_phi: np.ndarray, heldout_phi: np.ndarray,
                  online: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """LiRA statistics (higher = member) of one model's φ on the targets and candidates."""
+    """LiRA statistics (higher = member) of one model's φ on the targets and candidates.
+
+    Targets (IN with their ~|S(t)| near-copies) and held-out candidates (IN as a single copy)
+    are two populations with different IN (and OUT) spreads, so each is fitted on its own: a
+    σ pooled over both (around their common mean) is too wide for one and too narrow for the
+    other, and a model that saw neither no longer scores as a non-member of both. Carlini et
+    al.'s fixed variance (tensorflow/privacy research/mi_lira_2021/plot.py, `generate_ours`:
+    `np.std` of all IN scores) is taken over one homogeneous population, as here per population.
+    """
     attack = mia.lira_online if online else mia.lira_offline
-    phi = np.concatenate([target_phi, heldout_phi])
-    reference = np.concatenate([self.target_phi, self.heldout_phi], axis=1)
-    in_mask = np.concatenate([self.target_in, self.heldout_in], axis=1)
-    stat = attack(phi, reference, in_mask, fix_variance=self.fix_variance)
-    return stat[:len(target_phi)], stat[len(target_phi):]
+    return tuple(  # type: ignore[return-value]
+        attack(phi, reference, in_mask, fix_variance=self.fixed_variance(in_mask))
+        for phi, reference, in_mask in ((target_phi, self.target_phi, self.target_in),
+                                        (heldout_phi, self.heldout_phi, self.heldout_in)))
 
 
 def split_rows(sed: sed_lib.SED) -> dict[str, np.ndarray]:
@@ -90,7 +111,9 @@ def model_scores(logits: Mapping[str, np.ndarray], sed: sed_lib.SED,
 
 def evaluate_models(logits: Mapping[str, Mapping[str, np.ndarray]], sed: sed_lib.SED,
                     min_gap: Mapping[str, float], *, lira: LiraReferences | None = None,
-                    svc_max_train: int = 2000) -> tuple[dict[str, dict], list[dict]]:
+                    svc_max_train: int = 2000,
+                    references: Mapping[str, tuple[str, str]] | None = None
+                    ) -> tuple[dict[str, dict], list[dict]]:
   """Records for every model, and per-target rows.
 
   Args:
@@ -101,18 +124,25 @@ def evaluate_models(logits: Mapping[str, Mapping[str, np.ndarray]], sed: sed_lib
       and 'mia'; a missing key means 0).
     lira: the LiRA reference models' scores; None skips LiRA.
     svc_max_train: examples per class for the SVC MIA-efficacy attack (0 skips it).
+    references: {model: (its original, its clean)} for models scored against other residue
+      references than 'original' and 'clean' (SISA's ensembles against `sisa_original` and
+      `sisa_clean`, see methods/sisa.py): their residues, `kl_to_clean` and the `kl_to_clean`
+      residue use those models.
 
   Returns:
     ({model: record}, [per-target row dicts]).
   """
+  references = dict(references or {})
+  reference_of = lambda name: references.get(name, ("original", "clean"))
   rows = split_rows(sed)
   scores = {name: model_scores(model_logits, sed, rows) for name, model_logits in logits.items()}
   target_labels = sed.train["label"][rows["target"]]
   for name, model_logits in logits.items():  # per-target extra scores
     target = scores[name]["target"]
-    if "clean" in logits:
+    clean = reference_of(name)[1]
+    if clean in logits:
       target["kl_to_clean"] = metrics.kl_divergence(
-          model_logits["train"][rows["target"]], logits["clean"]["train"][rows["target"]])
+          model_logits["train"][rows["target"]], logits[clean]["train"][rows["target"]])
     target["phi"] = mia.logit_scaled_confidence(model_logits["train"][rows["target"]],
                                                 target_labels)
     if lira is not None:
@@ -156,15 +186,20 @@ def evaluate_models(logits: Mapping[str, Mapping[str, np.ndarray]], sed: sed_lib
                                         scores[name]["heldout_lira_offline"])}
       record["lira_tpr"] = {"target": mia.tpr_at_fpr(target["lira"],
                                                       scores[name]["heldout_lira"], lira.fpr)}
-    for reference in ("clean", "retrain"):
-      if reference in logits:
+    original, clean = reference_of(name)
+    for reference, model in (("clean", clean), ("retrain", "retrain")):
+      if model in logits:
         record[f"kl_to_{reference}"] = {
             s: metrics.mean_or_nan(metrics.kl_divergence(
-                logits[name]["train"][rows[s]], logits[reference]["train"][rows[s]]))
+                logits[name]["train"][rows[s]], logits[model]["train"][rows[s]]))
             for s in ("target", "similar")}
-    record.update(_residues(name, scores, min_gap, attack_auc))
+    # The residue functions read the references as 'original' and 'clean'.
+    view = {**scores, "original": scores[original], "clean": scores[clean]}
+    alias = {"original": original, "clean": clean}
+    view_auc = lambda m, split: attack_auc(alias.get(m, m), split)
+    record.update(_residues(name, view, min_gap, view_auc))
     records[name] = record
-    per_target.extend(_target_rows(name, scores, sed, rows, min_gap))
+    per_target.extend(_target_rows(name, view, sed, rows, min_gap))
   return records, per_target
 
 
@@ -181,20 +216,29 @@ def _residue_scores(scores, name) -> tuple[str, ...]:
                                 if s in target and s in scores["original"]["target"])
 
 
+# Record keys of `residue.summaries`' aggregates (`residue` is the mean, the DESIGN.md §5 key).
+RESIDUE_AGGREGATES = {"residue": "mean", "residue_median": "median",
+                      "residue_ratio_of_sums": "ratio_of_sums", "residue_defined": "defined",
+                      "residue_undefined": "undefined"}
+
+
 def _residues(name, scores, min_gap, attack_auc) -> dict[str, dict]:
-  """Residue ratio, absolute residue and number of defined targets for each score."""
-  ratios, absolutes, defined = {}, {}, {}
+  """Per score: residue mean, median, ratio of sums, defined/undefined counts, absolute."""
+  out = {key: {} for key in RESIDUE_AGGREGATES}
+  absolutes = {}
   for score in _residue_scores(scores, name):
     f = {m: scores[m]["target"][score] for m in (name, "original", "clean")}
-    per_target = residue.ratio(f[name], f["original"], f["clean"], min_gap.get(score, 0.0))
-    ratios[score], defined[score] = residue.summarize(per_target)
+    aggregates = residue.summaries(f[name], f["original"], f["clean"], min_gap.get(score, 0.0))
+    for key, field in RESIDUE_AGGREGATES.items():
+      out[key][score] = aggregates[field]
     absolutes[score] = metrics.mean_or_nan(residue.absolute(f[name], f["clean"]))
   # Membership is a set-level score: one ratio of AUCs, defined when the AUC gap is large enough.
   auc = {m: attack_auc(m, "target") for m in (name, "original", "clean")}
-  mia_ratio = residue.ratio([auc[name]], [auc["original"]], [auc["clean"]], min_gap["mia"])
-  ratios["mia"], defined["mia"] = residue.summarize(mia_ratio)
+  aggregates = residue.summaries([auc[name]], [auc["original"]], [auc["clean"]], min_gap["mia"])
+  for key, field in RESIDUE_AGGREGATES.items():
+    out[key]["mia"] = aggregates[field]
   absolutes["mia"] = auc[name] - auc["clean"]
-  return {"residue": ratios, "residue_abs": absolutes, "residue_defined": defined}
+  return {**out, "residue_abs": absolutes}
 
 
 def _target_rows(name, scores, sed, rows, min_gap) -> list[dict]:

@@ -21,6 +21,7 @@ matters more than speed); per-example attack scores are oriented so that higher 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -38,6 +39,12 @@ _WINDOW = 2.0            # Half-width of the double-threshold search window, in 
 _PEAKY_RATIO = 0.01      # Range ratio below which one population counts as a spike: ε = cap.
 _BUCKET = 0.5            # Width of the ε buckets of the forgetting-quality score.
 _SIGMA_FLOOR = 1e-30     # Added to Gaussian σ (as in the LiRA code) so σ = 0 stays finite.
+# LiRA: with fewer IN (or OUT) references per example than this, the per-example σ is too noisy
+# and one σ per side is fitted instead; Carlini et al. (S&P 2022, §VI) advise the fixed
+# variance below 64 reference models, i.e. 32 a side.
+LIRA_PER_EXAMPLE_MIN = 32
+# U-LiRA: fewest models per population for a per-example σ worth reporting (below: n/a).
+ULIRA_MIN_MODELS = 8
 
 
 # ------------------------------------------------------------------------------------------------
@@ -384,8 +391,8 @@ def lira_offline(target_phi: np.ndarray, reference_phi: np.ndarray, in_mask: np.
 
 class ULiraResult(NamedTuple):
   """Attack accuracy of U-LiRA; 0.5 = unlearned models indistinguishable from retrained ones."""
-  per_example_accuracy: np.ndarray  # (N,) balanced accuracy per example.
-  accuracy: float                   # Mean over examples.
+  per_example_accuracy: np.ndarray  # (N,) balanced accuracy per example (NaN: n/a).
+  accuracy: float                   # Mean over examples (NaN: too few models, n/a).
 
 
 def _leave_one_out_fits(phi: np.ndarray, fix_variance: bool
@@ -420,7 +427,7 @@ def _leave_one_out_fits(phi: np.ndarray, fix_variance: bool
 
 
 def u_lira(unlearned_phi: np.ndarray, retrained_phi: np.ndarray, *,
-           fix_variance: bool = False) -> ULiraResult:
+           fix_variance: bool = False, min_models: int = ULIRA_MIN_MODELS) -> ULiraResult:
   """U-LiRA: per example, tell models that trained on it and unlearned it from retrained ones.
 
   For each example, Gaussians are fitted to its logit-scaled confidence under the population of
@@ -438,14 +445,19 @@ def u_lira(unlearned_phi: np.ndarray, retrained_phi: np.ndarray, *,
     retrained_phi: (K_r, N) φ of the same N examples (same column order) under K_r models
       retrained without them.
     fix_variance: one σ per population for all examples (spread of all its scores) instead of
-      one per example; for small populations, as recommended for LiRA.
+      one per example. Hayes et al. fit per-example Gaussians, the default here.
+    min_models: fewest models per population; below it the result is n/a (NaN) with a
+      warning. A per-example σ from a handful of seeds is noise, and Hayes et al. ("Inexact
+      Unlearning Needs More Careful Evaluations to Avoid a False Sense of Privacy", 2024)
+      train many unlearned and retrained models per example; the default, 8, is the fewest
+      this project reports.
 
   Returns:
-    ULiraResult(per_example_accuracy (N,), accuracy).
+    ULiraResult(per_example_accuracy (N,), accuracy); NaN everywhere with too few models.
 
   Raises:
-    ValueError: on mismatched shapes, or fewer than 3 models per population (2 with
-      `fix_variance`), which leave-one-out needs to fit a σ.
+    ValueError: on mismatched shapes, or (with `min_models` lowered) fewer than 3 models per
+      population (2 with `fix_variance`), which leave-one-out needs to fit a σ.
   """
   unlearned_phi = np.asarray(unlearned_phi, np.float64)
   retrained_phi = np.asarray(retrained_phi, np.float64)
@@ -453,6 +465,11 @@ def u_lira(unlearned_phi: np.ndarray, retrained_phi: np.ndarray, *,
       unlearned_phi.shape[1] != retrained_phi.shape[1]):
     raise ValueError(f"Expected unlearned_phi (K_u, N) and retrained_phi (K_r, N); got "
                      f"{unlearned_phi.shape} and {retrained_phi.shape}.")
+  if min(len(unlearned_phi), len(retrained_phi)) < min_models:
+    warnings.warn(f"u_lira: {len(unlearned_phi)} unlearned and {len(retrained_phi)} retrained "
+                  f"models, fewer than {min_models} per population; reported as n/a",
+                  stacklevel=2)
+    return ULiraResult(np.full(unlearned_phi.shape[1], np.nan), math.nan)
   fewest = 2 if fix_variance else 3
   if min(len(unlearned_phi), len(retrained_phi)) < fewest:
     raise ValueError(f"u_lira needs at least {fewest} unlearned and {fewest} retrained models "
@@ -479,6 +496,7 @@ class EpsilonEstimate(NamedTuple):
   """Per-example ε and the challenge's aggregate over the forget set."""
   epsilons: np.ndarray      # (E,) in [0, EPSILON_CAP]; NaN where no decision rule was usable.
   forgetting_quality: float  # Mean bucket score in [0, 1]; 1 = indistinguishable everywhere.
+  capped: int = 0           # Examples whose ε is the cap (a mean over ε averages these in).
 
 
 def epsilon_from_rates(fpr: np.ndarray, fnr: np.ndarray, delta: float = DELTA) -> np.ndarray:
@@ -607,8 +625,10 @@ def epsilon_estimate(unlearned_scores: np.ndarray, retrained_scores: np.ndarray,
     delta: the δ of the (ε, δ) bound.
 
   Returns:
-    EpsilonEstimate(epsilons (E,), forgetting_quality), the latter by `forgetting_quality`
-    with num_models = N_u.
+    EpsilonEstimate(epsilons (E,), forgetting_quality, capped), forgetting_quality by
+    `forgetting_quality` with num_models = N_u, capped the number of examples at the cap
+    (perfect separation, a spike, or a rule beyond it): a mean over the ε averages them in,
+    so report it beside any mean.
 
   Raises:
     ValueError: on mismatched shapes or fewer than 2 models on a side.
@@ -628,4 +648,25 @@ def epsilon_estimate(unlearned_scores: np.ndarray, retrained_scores: np.ndarray,
     retrain_is_positive = np.median(retrained) > np.median(unlearned)
     pos, neg = (retrained, unlearned) if retrain_is_positive else (unlearned, retrained)
     epsilons[example] = _example_epsilon(pos, neg, delta)
-  return EpsilonEstimate(epsilons, forgetting_quality(epsilons, len(unlearned_scores)))
+  return EpsilonEstimate(epsilons, forgetting_quality(epsilons, len(unlearned_scores)),
+                         int(np.sum(epsilons >= EPSILON_CAP)))
+
+
+def epsilon_null(retrained_scores: np.ndarray, delta: float = DELTA) -> EpsilonEstimate:
+  """The same estimate for retrain against retrain: the null an ε is read against.
+
+  The N_r retrained models are split into their first and second halves (N_r // 2 each; the
+  last model is left out when N_r is odd), which are compared by `epsilon_estimate`. Both halves
+  come from one distribution, so whatever ε they show is what the estimator reads from chance
+  at that sample size (half the models of the estimate it stands beside, so a coarser grid:
+  compare the two with that in mind).
+
+  Raises:
+    ValueError: with fewer than 4 retrained models (2 a half).
+  """
+  retrained_scores = np.asarray(retrained_scores, np.float64)
+  half = len(retrained_scores) // 2
+  if retrained_scores.ndim != 2 or half < 2:
+    raise ValueError(f"epsilon_null needs retrained_scores (N_r, E) with N_r >= 4; got "
+                     f"{retrained_scores.shape}.")
+  return epsilon_estimate(retrained_scores[:half], retrained_scores[half:2 * half], delta)

@@ -19,6 +19,16 @@ the largest shard's nominal steps, fixed at training time). Aggregation: the pap
 shard labels (`aggregation.py`, uniform weights); to give the study logits the ensemble returns
 log of the mean shard softmax, and `vote` gives the majority label (ties: lowest class).
 
+Evaluation: the ensemble's output (log of a mean of S shard softmaxes, each shard trained on
+1/S of D) is not on the scale of one model's logits, so a study scores SISA against SISA
+references with
+the same shards, slices, initialisations and seeds (`references`): `sisa_original`, the ensemble
+on D that `unlearn` trains first (restored from its slice checkpoints, no extra training), and
+`sisa_clean`, the same shards without T ∪ S (trained from each shard's last slice state without
+any of them: about one more ensemble's training when T ∪ S reaches every shard's first slice).
+Residue = (f(sisa) − f(sisa_clean)) / (f(sisa_original) − f(sisa_clean)). The ensemble's
+parameters (stacked over shards) have no distance to a single model's: reported as n/a.
+
 Defaults: S = 5 shards, R = 4 slices, a project choice for ~4,200 training images (~840 per
 shard); the paper's simple-task experiments use more shards on far larger data.
 
@@ -242,6 +252,84 @@ def vote(member_logits: np.ndarray) -> np.ndarray:
   return np.argmax(counts, axis=-1)
 
 
+@dataclasses.dataclass
+class _Plan:
+  """What every training run of one SISA setting shares: D, its shards and slices, the slice
+  epochs, each shard's initial state and the shared optimiser."""
+  dataset: Arrays
+  slices: list[list[np.ndarray]]
+  epochs: list[int]
+  recipe: Any
+  init_keys: list[jax.Array]
+  initial: list[train.TrainState]
+  tx: Any
+  shared: dict[str, Any]
+  keep_all: bool  # no checkpoint directory: every slice state stays in memory
+
+  def fresh(self, shard: int) -> train.TrainState:
+    return self.initial[shard].with_optimizer(self.tx)
+
+  def run(self, shard: int, begin: train.TrainState, shard_slices: list[np.ndarray], **kwargs):
+    return train_shard(begin, self.dataset, shard_slices, self.epochs, self.recipe, shard=shard,
+                       init_key=self.init_keys[shard], **self.shared, **kwargs)
+
+
+def _plan(data, config, rng) -> _Plan:
+  """The SISA setting of `data` (D = retain ∪ forget) under `config.unlearn.sisa`."""
+  cfg, recipe = config.unlearn.sisa, config.train
+  num_shards, num_slices = int(cfg.num_shards), int(cfg.num_slices)
+  dataset = training_set(data)
+  slices = partition(len(dataset["id"]), num_shards, num_slices, data.seed)
+  epochs = slice_epochs(int(cfg.epochs_per_slice), int(recipe.epochs), num_slices)
+  init_keys = [jax.random.fold_in(rng, shard) for shard in range(num_shards)]
+  return _Plan(dataset=dataset, slices=slices, epochs=epochs, recipe=recipe, init_keys=init_keys,
+               initial=initial_states(data.init_state, init_keys, dataset["image"].shape[1:]),
+               tx=shard_optimizer(slices, epochs, recipe),
+               shared=dict(seed=data.seed, mesh=data.mesh, checkpoint_dir=data.checkpoint_dir,
+                           writer=data.writer),
+               # With checkpoints, restart states are restored from disk when needed (S·R
+               # copies of a large model would not fit on the device).
+               keep_all=not data.checkpoint_dir)
+
+
+def _train_on_d(plan: _Plan) -> tuple[list[list], dict[str, int]]:
+  """Every shard trained on all its slices of D: per shard, the state after each slice (only
+  the last one when slice states are checkpointed), and the summed fit info."""
+  trained, total = [], _no_steps()
+  num_slices = len(plan.epochs)
+  for shard in range(len(plan.slices)):
+    states, info = plan.run(shard, plan.fresh(shard), plan.slices[shard], start=0)
+    trained.append(states if plan.keep_all else [None] * (num_slices - 1) + states[-1:])
+    total = _add(total, info)
+  return trained, total
+
+
+def _remove(plan: _Plan, trained: list[list], drop_ids: np.ndarray
+            ) -> tuple[list[train.TrainState], dict[int, int], dict[str, int]]:
+  """The shard models without the examples `drop_ids`: each shard holding one restarts from the
+  state after its last slice without any and trains the remaining slices without them.
+
+  Returns the final shard states, the restart slice of each retrained shard and the summed fit
+  info of the retraining.
+  """
+  finals, restarts, total = [], {}, _no_steps()
+  ids = plan.dataset["id"]
+  for shard, shard_slices in enumerate(plan.slices):
+    holds = [bool(np.isin(ids[rows], drop_ids).any()) for rows in shard_slices]
+    if not any(holds):
+      finals.append(trained[shard][-1])
+      continue
+    first = restarts[shard] = holds.index(True)
+    begin = plan.fresh(shard)
+    if first > 0:  # the checkpoint after the last clean slice
+      begin = trained[shard][first - 1] if plan.keep_all else plan.run(
+          shard, begin, shard_slices, start=0, stop=first)[0][-1]
+    states, info = plan.run(shard, begin, without(shard_slices, ids, drop_ids), start=first)
+    finals.append(states[-1])
+    total = _add(total, info)
+  return finals, restarts, total
+
+
 def unlearn(state, data, config, rng):
   """Trains the SISA ensemble on D, then retrains the shards holding forget examples.
 
@@ -251,52 +339,13 @@ def unlearn(state, data, config, rng):
   was restored); `restart_slices` (0-based) of the retrained shards.
   """
   del state
-  cfg, recipe = config.unlearn.sisa, config.train
-  num_shards, num_slices = int(cfg.num_shards), int(cfg.num_slices)
-  dataset = training_set(data)
-  slices = partition(len(dataset["id"]), num_shards, num_slices, data.seed)
-  epochs = slice_epochs(int(cfg.epochs_per_slice), int(recipe.epochs), num_slices)
-  shared = dict(seed=data.seed, mesh=data.mesh, checkpoint_dir=data.checkpoint_dir,
-                writer=data.writer)
-  init_keys = [jax.random.fold_in(rng, shard) for shard in range(num_shards)]
-  initial = initial_states(data.init_state, init_keys, dataset["image"].shape[1:])
-  tx = shard_optimizer(slices, epochs, recipe)
-  # Without checkpoints every slice state stays in memory; with them restart states are restored
-  # from disk when needed (S·R copies of a large model would not fit on the device).
-  keep_all = not data.checkpoint_dir
-
-  def fresh(shard):
-    return initial[shard].with_optimizer(tx)
-
-  def run(shard, begin, shard_slices, **kwargs):
-    return train_shard(begin, dataset, shard_slices, epochs, recipe, shard=shard,
-                       init_key=init_keys[shard], **shared, **kwargs)
-
   start = time.perf_counter()
-  trained, train_info = [], _no_steps()
-  for shard in range(num_shards):
-    states, info = run(shard, fresh(shard), slices[shard], start=0)
-    trained.append(states if keep_all else [None] * (num_slices - 1) + states[-1:])
-    train_info = _add(train_info, info)
+  plan = _plan(data, config, rng)
+  trained, train_info = _train_on_d(plan)
   train_s = time.perf_counter() - start
 
   start = time.perf_counter()
-  forget_ids = np.asarray(data.forget["id"])
-  finals, restarts, unlearn_info = [], {}, _no_steps()
-  for shard in range(num_shards):
-    holds = [bool(np.isin(dataset["id"][rows], forget_ids).any()) for rows in slices[shard]]
-    if not any(holds):
-      finals.append(trained[shard][-1])
-      continue
-    first = restarts[shard] = holds.index(True)
-    begin = fresh(shard)
-    if first > 0:  # the checkpoint after the last clean slice
-      begin = trained[shard][first - 1] if keep_all else run(
-          shard, begin, slices[shard], start=0, stop=first)[0][-1]
-    clean = without(slices[shard], dataset["id"], forget_ids)
-    states, info = run(shard, begin, clean, start=first)
-    finals.append(states[-1])
-    unlearn_info = _add(unlearn_info, info)
+  finals, restarts, unlearn_info = _remove(plan, trained, np.asarray(data.forget["id"]))
   ensemble = ensemble_state(finals)
   jax.block_until_ready(ensemble.params)
   wall = time.perf_counter() - start
@@ -304,7 +353,46 @@ def unlearn(state, data, config, rng):
                     "train_steps": train_info["steps"],
                     "steps_run": unlearn_info["steps_run"] + train_info["steps_run"],
                     "restart_slices": {str(s): k for s, k in restarts.items()},
-                    "slice_epochs": epochs}
+                    "slice_epochs": plan.epochs}
+
+
+REFERENCE_NAMES = ("sisa_original", "sisa_clean")
+
+
+def references(data, config, rng, clean_drop_ids: np.ndarray
+               ) -> dict[str, tuple[train.TrainState, dict[str, Any]]]:
+  """SISA's own residue references, on the scale of its ensemble output.
+
+  A SISA ensemble (log of the mean shard softmax) is compared with SISA ensembles built with
+  the same shards, slices, initialisations and seeds as `unlearn(state, data, config, rng)`:
+
+  - `sisa_original`: the ensemble trained on D, exactly the one `unlearn` trains before it
+    removes anything (restored from the same slice checkpoints when `data.checkpoint_dir` is
+    the method's).
+  - `sisa_clean`: the same shards without the examples `clean_drop_ids` (in a study T ∪ S,
+    so each shard trains on its part of R; slice boundaries stay those of D, as in unlearning).
+    By SISA's exactness this is each shard trained from scratch on its slices without those
+    examples; it is built the way `unlearn` removes them, from the state after each shard's
+    last slice without any.
+
+  Returns {name: (ensemble state, info)}; info: `steps` and `steps_run` of that model's training
+  (`sisa_clean`: the retraining only, what it costs beyond `sisa_original`), `wall_s`, and
+  `restart_slices` for `sisa_clean`.
+  """
+  start = time.perf_counter()
+  plan = _plan(data, config, rng)
+  trained, train_info = _train_on_d(plan)
+  original = ensemble_state([states[-1] for states in trained])
+  jax.block_until_ready(original.params)
+  original_s = time.perf_counter() - start
+  start = time.perf_counter()
+  finals, restarts, clean_info = _remove(plan, trained, np.asarray(clean_drop_ids))
+  clean = ensemble_state(finals)
+  jax.block_until_ready(clean.params)
+  clean_s = time.perf_counter() - start
+  return {"sisa_original": (original, {**train_info, "wall_s": original_s}),
+          "sisa_clean": (clean, {**clean_info, "wall_s": clean_s,
+                                 "restart_slices": {str(s): k for s, k in restarts.items()}})}
 
 
 def _no_steps() -> dict[str, int]:

@@ -18,8 +18,12 @@ import numpy as np
 from scipy import stats
 
 from unlearn_jax import utils
+from unlearn_jax.evaluate import mia
 
 REFERENCES = ("original", "retrain", "clean", "clean_alt")
+# Residue aggregates copied from clean_alt's record into summary["floor"] (DESIGN.md §2).
+FLOOR_KEYS = ("residue", "residue_abs", "residue_defined", "residue_median",
+              "residue_ratio_of_sums", "residue_undefined")
 
 
 def _leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -90,8 +94,27 @@ def build_summary(config, records, per_seed_status) -> dict[str, Any]:
       "methods": summarize_methods(records, per_seed_status),
       "status": per_seed_status,
   }
+  lira = lira_setting(config)
+  if lira:
+    summary["lira"] = lira
   add_floor(summary)
   return summary
+
+
+def lira_setting(config) -> dict[str, Any]:
+  """summary['lira']: how many reference models LiRA had and which σ it fitted ({} if none).
+
+  With K reference models every example is IN for K/2 of them (complementary pairs), so a TPR
+  at FPR f over H held-out candidates moves in steps of 1/|T| and its threshold rests on
+  f·H candidates: the count tells a reader how coarse `lira_tpr` is.
+  """
+  if "lira" not in config.get("eval", {}) or not config.eval.lira.num_models:
+    return {}
+  cfg = config.eval.lira
+  per_example_min = cfg.get("per_example_min", mia.LIRA_PER_EXAMPLE_MIN)
+  fixed = bool(cfg.fix_variance) and cfg.num_models // 2 < per_example_min
+  return {"num_models": int(cfg.num_models), "per_side": int(cfg.num_models // 2),
+          "fpr": float(cfg.fpr), "variance": "fixed per population" if fixed else "per example"}
 
 
 def summarize_methods(records: Mapping[int, Mapping[str, Mapping[str, Any]]],
@@ -123,8 +146,7 @@ def add_floor(summary: dict[str, Any]) -> None:
   """
   clean_alt = summary["methods"].get("clean_alt")
   if clean_alt is not None:
-    summary["floor"] = {key: clean_alt[key]
-                        for key in ("residue", "residue_abs", "residue_defined")}
+    summary["floor"] = {key: clean_alt[key] for key in FLOOR_KEYS if key in clean_alt}
 
 
 def add_status(methods: dict[str, dict], per_seed_status: Mapping[str, str]) -> None:
@@ -176,6 +198,9 @@ TABLE_COLUMNS = (
     ("time s", "time_s", 1), ("× retrain", "time_vs_retrain", 2), ("acc T", "acc.target", 2),
     ("acc S", "acc.similar", 2), ("acc R", "acc.rest", 3), ("acc test", "acc.test", 3),
     ("margin T", "margin.target", 2), ("res margin", "residue.margin", 2),
+    ("res margin median", "residue_median.margin", 2),
+    ("res margin Σ/Σ", "residue_ratio_of_sums.margin", 2),
+    ("margin undef T", "residue_undefined.margin", 0),
     ("res margin abs", "residue_abs.margin", 2), ("res conf", "residue.confidence", 2),
     ("res loss", "residue.loss", 2), ("KL→clean T", "kl_to_clean.target", 3),
 )
@@ -183,12 +208,18 @@ TABLE_COLUMNS = (
 ATTACK_COLUMNS = (
     ("MIA AUC T", "mia_auc.target", 2), ("res MIA", "residue.mia", 2),
     ("LiRA AUC T", "lira_auc.target", 2), ("LiRA TPR", "lira_tpr.target", 2),
+    ("LiRA refs", "lira_num_models", 0),
     ("res LiRA", "residue.lira", 2), ("res KL", "residue.kl_to_clean", 2),
     ("MIA-eff", "mia_efficacy.target", 2), ("relearn steps", "relearn_steps", 0),
     ("‖θ−θ_clean‖", "param_l2.to_clean", 1), ("recon SSIM T", "recon_ssim.target", 3),
     ("recon SSIM held-out", "recon_ssim.heldout", 3), ("res recon", "residue.recon_ssim", 2),
+    ("res recon median", "residue_median.recon_ssim", 2),
+    ("res recon Σ/Σ", "residue_ratio_of_sums.recon_ssim", 2),
+    ("recon undef T", "residue_undefined.recon_ssim", 0),
     ("ε vs retrain", "epsilon.vs_retrain", 2),
-    ("ε vs clean", "epsilon.vs_clean", 2), ("U-LiRA vs clean", "ulira_acc.vs_clean", 2),
+    ("capped vs retrain", "epsilon_capped.vs_retrain", 0),
+    ("ε vs clean", "epsilon.vs_clean", 2), ("capped vs clean", "epsilon_capped.vs_clean", 0),
+    ("U-LiRA vs clean", "ulira_acc.vs_clean", 2),
 )
 
 
@@ -205,8 +236,11 @@ def markdown_table(summary: Mapping[str, Any], columns=TABLE_COLUMNS) -> str:
   """The methods × metrics table (mean ± 95% CI half-width when several seeds)."""
   header = "| model | " + " | ".join(name for name, _, _ in columns) + " |"
   lines = [header, "|" + "---|" * (len(columns) + 1)]
+  lira = summary.get("lira", {})
   for model, record in summary["methods"].items():
     flat, halves = _leaves(record), _leaves(record.get("ci95", {}))
+    if lira and "lira_tpr.target" in flat:  # the reference count beside its TPR
+      flat["lira_num_models"] = lira["num_models"]
     cells = [_format(flat.get(key), halves.get(key), digits) for _, key, digits in columns]
     status = record.get("status", "ok")
     label = model if status == "ok" else f"{model} ({status})"
@@ -231,7 +265,10 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
       "",
       "T = targets, S = similar samples, R = unrelated rest. `res X` is the mean over targets of "
       "(f(M) - f(clean)) / (f(original) - f(clean)) for score X (1: nothing forgotten, 0: like "
-      "the clean model that never saw T nor S); `abs` is f(M) - f(clean) in logits. "
+      "the clean model that never saw T nor S), over the targets where |f(original) - "
+      "f(clean)| reaches `eval.min_gap` (`undef T`: how many do not); a target just above that "
+      "floor can carry the mean, so the margin's median and ratio of sums Σ(f(M) - f(clean)) / "
+      "Σ(f(original) - f(clean)) stand beside it; `abs` is f(M) - f(clean) in logits. "
       "`clean_alt` is a clean model with another seed: its residue is the noise floor.",
       "",
       "## Membership and influence",
@@ -239,10 +276,12 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
       markdown_table(summary, ATTACK_COLUMNS),
       "",
       "MIA AUC: loss-threshold attack, targets against test samples of their classes (0.5: "
-      "chance). LiRA: online likelihood-ratio attack with the study's reference models, targets "
-      "against held-out candidates (TPR at the configured FPR). MIA-eff: share of targets an SVC "
-      "trained on retain-vs-test outputs calls unseen (higher: looks forgotten). relearn steps: "
-      "SGD steps on T until its loss is back at the original's (cap + 1 = never). ε and U-LiRA "
+      "chance). LiRA: online likelihood-ratio attack with the study's reference models (`LiRA "
+      "refs`, half of them IN for each example), targets against held-out candidates, each "
+      "population fitted on its own" + _lira_note(summary.get("lira")) + ". MIA-eff: share of "
+      "targets an SVC trained on retain-vs-test outputs calls unseen (higher: looks "
+      "forgotten). relearn steps: SGD steps on T until its mean loss is at most "
+      "`eval.relearn.target_loss` (0: already there; cap + 1 = never). ε and U-LiRA "
       "accuracy compare the model's seeds with those of retrain/clean" + _across_seeds_note(
           summary.get("across_seeds")),
   ]
@@ -250,6 +289,15 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
     parts = ", ".join(f"{k} {v:.2f}" for k, v in floor.items()
                       if isinstance(v, float) and math.isfinite(v))
     lines += ["", f"Noise floor (clean_alt residue): {parts}."]
+  ensembles = [name for name, pair in summary.get("residue_references", {}).items()
+               if pair.get("original") == "sisa_original"]
+  if ensembles:
+    lines += ["", f"{', '.join(ensembles)}: SISA's shard ensembles (log of the mean shard "
+              "softmax) are scored against ensembles with the same shards, `sisa_original` "
+              "(trained on D) and `sisa_clean` (on R), in place of original and clean "
+              "(residues, KL→clean); their parameter distances are n/a; ε and U-LiRA compare "
+              "their seeds with `sisa_clean`'s (vs retrain: n/a). `sisa_clean`'s time is its "
+              "training beyond `sisa_original`."]
   remedy = remedy_markdown(summary)
   if remedy:
     lines.append(remedy.rstrip("\n"))
@@ -304,13 +352,30 @@ def _pm(point: Mapping[str, Any], key: str) -> str:
   return _fmt(point, key)
 
 
+def _lira_note(lira: Mapping[str, Any] | None) -> str:
+  if not lira:
+    return ""
+  return (f" (TPR at FPR {lira['fpr']:g}; {lira['num_models']} reference models, σ "
+          f"{lira['variance']})")
+
+
 def _across_seeds_note(across: Mapping[str, Any] | None) -> str:
   if not across:
-    return " (U-LiRA needs at least 2 seeds)."
+    return " (over several seeds; U-LiRA needs 8)."
   note = f" (N = {across['num_models']} models a side"
-  if across["num_models"] >= across["epsilon_min_seeds"]:
-    return note + f"; ε with δ = {across['delta']:g}, cap {across['epsilon_cap']:g})."
-  return note + f"; ε is reported from {across['epsilon_min_seeds']} seeds on)."
+  minimum = across.get("ulira_min_models", 2)
+  if across["num_models"] < minimum:
+    note += f"; U-LiRA is n/a below {minimum} seeds"
+  if across["num_models"] < across["epsilon_min_seeds"]:
+    return note + f"; ε is reported from {across['epsilon_min_seeds']} seeds on)."
+  note += (f"; ε with δ = {across['delta']:g}, cap {across['epsilon_cap']:g}, its mean taken "
+           "over every target, those at the cap included: `capped` counts them")
+  null = across.get("epsilon_null")
+  if null:
+    note += (f"; the null, retrain's seeds split in two halves of {null['num_models']}, reads "
+             f"ε = {_num(null['epsilon'])} with {null['capped']} of "
+             f"{across.get('num_targets', '?')} targets capped")
+  return note + ")."
 
 
 def write(workdir: str, summary: Mapping[str, Any], records, per_target_rows) -> str:
