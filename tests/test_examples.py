@@ -1,9 +1,9 @@
 """The scripts in examples/ run offline on tiny settings, and say what the study says.
 
 One tiny study is run through `python -m unlearn_jax.main` with the example method given by
-import path; the registering example then runs into the same workdir (it resumes every model,
-so both ways must agree), and the checkpoint examples read that workdir. Their numbers are
-checked against the study's summary.json and against scikit-learn / scipy.
+import path; the registering example then runs the same study in a fresh workdir (training
+every model again), and both ways must agree; the checkpoint examples read the first workdir.
+Their numbers are checked against the study's summary.json and against scikit-learn / scipy.
 """
 
 import json
@@ -90,10 +90,12 @@ def test_method_by_import_path_is_in_the_summary_like_a_built_in(cli_study):
 
 
 def test_my_method_example_registers_and_agrees_with_the_import_path_run(
-    cli_study, tfds_data_dir, capsys):
+    cli_study, tfds_data_dir, tmp_path, capsys):
   before = summary_of(cli_study)
-  summary = my_method.main(cli_study, tiny_config(tfds_data_dir))  # resumes every model
-  assert "my_method" in summary["methods"] and summary["status"]["my_method/seed_0"] == "ok"
+  # A fresh workdir: every model, the registered method included, is trained again here, so
+  # agreement means the registered run computes what the import-path run computed.
+  summary = my_method.main(str(tmp_path), tiny_config(tfds_data_dir))
+  assert summary["status"] == {"finetune/seed_0": "ok", "my_method/seed_0": "ok"}
   for key in ("acc", "loss", "margin", "residue"):
     assert summary["methods"]["my_method"][key] == before["methods"]["my_method"][key], key
   printed = capsys.readouterr().out
@@ -145,10 +147,12 @@ def test_compare_checkpoints_against_scipy_sklearn_and_the_summary(cli_study):
     expected = sk_metrics.roc_auc_score(np.r_[np.ones(len(member)), np.zeros(len(nonmember))],
                                         -np.r_[member, nonmember])  # lower loss: member
     assert auc == pytest.approx(expected, abs=1e-12)
-  # And the study's own numbers for the same models.
+  # And the study's own numbers for the same models. The study predicts the whole training
+  # split in evaluation batches, the example the targets alone: other float32 matrix shapes, so
+  # the KL agrees to rounding (measured: relative 2.6e-7), not bit for bit.
   summary = summary_of(cli_study)["methods"]
   assert result["kl"].mean() == pytest.approx(summary["finetune"]["kl_to_clean"]["target"],
-                                              rel=1e-9)
+                                              rel=1e-5)
   assert result["auc"] == pytest.approx((summary["finetune"]["mia_auc"]["target"],
                                          summary["clean"]["mia_auc"]["target"]), rel=1e-12)
 

@@ -4,6 +4,11 @@ import os
 import subprocess
 import sys
 
+import ml_collections
+
+from unlearn_jax import defaults
+from unlearn_jax.lm import defaults as lm_defaults
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -26,9 +31,62 @@ def test_missing_config_is_a_one_line_error(tmp_path):
   assert any("--config" in l for l in result.stderr.splitlines())
 
 
-def test_helpfull_lists_config_fields():
+def test_helpfull_lists_the_flags_and_config_help():
   result = _main("--helpfull")  # absl exits with status 1 after printing help
-  assert "--workdir" in result.stdout and "--config" in result.stdout
+  for flag in ("--workdir", "--config", "--[no]config_help"):
+    assert flag in result.stdout, flag
+
+
+def _leaves(node, prefix="") -> list[str]:
+  """Dotted paths of every leaf of a ConfigDict (an empty ConfigDict is a leaf)."""
+  paths = []
+  for key in node.keys():
+    value = node[key]
+    if isinstance(value, ml_collections.ConfigDict) and len(value.keys()):
+      paths += _leaves(value, f"{prefix}{key}.")
+    else:
+      paths.append(f"{prefix}{key}")
+  return paths
+
+
+def _help_entries(text: str) -> dict[str, str]:
+  """{path: documentation} of `--config_help` output ('config.a.b = v' or 'config.a:' lines,
+  each followed by its indented documentation)."""
+  entries, path = {}, None
+  for line in text.splitlines():
+    if line.startswith("config."):
+      path = line[len("config."):].split(" = ")[0].rstrip(":")
+      entries[path] = ""
+    elif line.startswith("    ") and path is not None:
+      entries[path] = (entries[path] + " " + line.strip()).strip()
+  return entries
+
+
+def test_config_help_lists_every_field_with_its_documentation():
+  result = _main("--config_help")  # needs neither --config nor --workdir
+  assert result.returncode == 0, result.stderr[-2000:]
+  entries = _help_entries(result.stdout)
+  leaves = _leaves(defaults.base_config())
+  assert set(leaves) <= set(entries) and "unlearn.finetune.lr" in leaves
+  # The comments of base_config and of the methods' default_config(): beside the assignment,
+  # above it (several lines), and a section's for the entries of its dict (eval.min_gap).
+  assert "config.sed.ratio = 0.25\n    block_mask: fraction r of the blocks zeroed" in result.stdout
+  assert entries["train.steps_per_call"].startswith("Train steps per jitted call (a lax.scan")
+  assert entries["train.steps_per_call"].endswith("Results are identical to 1.")
+  assert entries["unlearn.finetune.lr"] == "constant SGD learning rate (momentum 0.9)."
+  assert entries["eval.min_gap"].startswith("Minimum |f(original) - f(clean)|")
+  # Every field is documented: by its own comment or, for a dict's entries, by its section's.
+  for path in leaves:
+    parent = path.rpartition(".")[0]
+    assert entries[path] or entries.get(parent), path
+
+
+def test_config_help_of_a_language_model_config_lists_its_fields():
+  result = _main("--config=configs/sed_qa.py", "--config_help")
+  assert result.returncode == 0, result.stderr[-2000:]
+  entries = _help_entries(result.stdout)
+  assert set(_leaves(lm_defaults.base_config())) <= set(entries)
+  assert entries["qa.similar_per_target"] == "|S(t)|: paraphrases of each target in D."
 
 
 def test_bad_value_exits_with_the_field_and_writes_nothing_else(tmp_path):

@@ -93,7 +93,7 @@ def test_ssim_scores_match_scikit_image(mnist_sed):
   got = detect.scores("ssim", targets["image"], images, batch_size=BATCH)
   expected = np.array([[reference_ssim(t / 255.0, c / 255.0) for c in images]
                        for t in targets["image"]])
-  np.testing.assert_allclose(got, expected, atol=1e-3)
+  np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("measure, tau", [("pixel_cosine", 0.6), ("ssim", 0.5)])

@@ -314,11 +314,14 @@ def test_killed_parallel_sweep_resumes_to_the_results_of_a_sequential_one(
   deadline = time.time() + 120
   # SIGKILL the sweep while a worker trains point |S(t)|=3 (its worker gets SIGTERM from the
   # kernel, checkpoints and exits).
-  while time.time() < deadline and "stage: reference retrain" not in (
-      log.read_text() if log.exists() else ""):
+  seen = False
+  while not seen and time.time() < deadline:
     assert process.poll() is None, "the sweep ended before it could be killed"
-    time.sleep(0.2)
+    seen = "stage: reference retrain" in (log.read_text() if log.exists() else "")
+    if not seen:
+      time.sleep(0.2)
   process.send_signal(signal.SIGKILL)
+  assert seen, "the worker never logged 'stage: reference retrain': killed at the deadline"
   assert process.wait(timeout=60) == -signal.SIGKILL
   assert not (workdir / "points" / POINT_NAMES[1] / "report" / "summary.json").exists()
 

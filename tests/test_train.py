@@ -118,11 +118,18 @@ def test_killed_training_resumes_to_identical_parameters(tmp_path, mesh):
 
 
 def test_non_finite_loss_names_the_step(mesh):
-  data = _data()
-  data["image"] = data["image"]  # finite data, absurd learning rate
-  sampler = pipeline.EpochSampler(data, batch_size=8, seed=0)
-  with pytest.raises(FloatingPointError, match=r"at step \d+"):
-    train.fit(_state(lr=1e30), sampler.batch, 20, name="boom", mesh=mesh, seed=0, log_every=5)
+  sampler = pipeline.EpochSampler(_data(), batch_size=8, seed=0)
+
+  def batch_fn(step):  # 0-based step 6 (the 7th) has a NaN weight: its loss is the first NaN
+    batch = sampler.batch(step)
+    if step == 6:
+      batch["weight"][0] = np.nan
+    return batch
+
+  # Checked every 5 steps: the 7th step's loss is checked with the 10th, yet the error names it.
+  with pytest.raises(train.DivergedError, match=r"at step 7;") as error:
+    train.fit(_state(), batch_fn, 20, name="boom", mesh=mesh, seed=0, log_every=5)
+  assert error.value.step == 7
 
 
 class _TinyBatchNormNet(nn.Module):

@@ -7,6 +7,10 @@
 parses flags and calls `study.run` (image track) or `lm.study.run` (a config with
 `track = 'lm'`), which do the work and return the summary.
 
+`--config_help` prints every config field with its default and its documentation (the comments
+of `defaults.base_config` and of each method's `default_config()`) and exits; with
+`--config=FILE` of a language-model study, the language-model fields.
+
 Many hosts: run the same command on every host with `--coordinator_address=HOST:PORT
 --num_processes=N --process_id=I` (or on a TPU pod slice / SLURM with `--distributed`, which
 lets JAX detect the cluster); every process trains on its slice of each global batch and
@@ -15,9 +19,16 @@ process 0 writes the report.
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import io
 import sys
+import textwrap
+import tokenize
+from typing import Any, Callable
 
 import jax
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -36,6 +47,9 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Multi-host with cluster auto-detection (TPU pod slices, SLURM).")
+_CONFIG_HELP = flags.DEFINE_bool(
+    "config_help", False, "Print every config field (--config.<field>) with its default and "
+    "documentation, then exit; with --config=FILE, the fields of that file's track.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -66,8 +80,119 @@ def main(argv):
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing with one-line errors (see `config.parse_flags_or_exit`)."""
+  """absl flag parsing with one-line errors (see `config.parse_flags_or_exit`).
+
+  `--config_help` is answered before parsing (it needs neither --config nor --workdir).
+  """
+  if any(arg in ("--config_help", "--config_help=true", "--config_help=True") for arg in argv):
+    files = [arg[len("--config="):].split(":", 1)[0] for arg in argv
+             if arg.startswith("--config=")]
+    print(config_help(lm=any(_is_lm_config_file(path) for path in files)))
+    sys.exit(0)
   return config_lib.parse_flags_or_exit(argv, _unknown_override)
+
+
+def config_help(lm: bool = False) -> str:
+  """Every field of the base config as `config.<path> = <default>`, each followed by its
+  documentation: the comments above and beside its assignment in `base_config()` (image or
+  language-model track) or in its method's `default_config()` (`config.unlearn.<method>`).
+
+  A section (a ConfigDict field) is listed with its own comment before its fields; a field with
+  no comment of its own is documented by its section's.
+  """
+  from unlearn_jax import defaults  # pylint: disable=g-import-not-at-top
+  from unlearn_jax import methods  # pylint: disable=g-import-not-at-top
+  from unlearn_jax.lm import defaults as lm_defaults  # pylint: disable=g-import-not-at-top
+  base_fn = lm_defaults.base_config if lm else defaults.base_config
+  package = "unlearn_jax.lm.methods" if lm else methods.__name__
+  base = base_fn()
+  docs = field_docs(base_fn)
+  for name in base.unlearn.keys():
+    try:
+      make = importlib.import_module(f"{package}.{name}").default_config
+    except (ImportError, AttributeError):  # a registered method: no source of ours
+      continue
+    summary = (inspect.getdoc(make) or "").split("\n\n")[0]
+    docs.setdefault(f"unlearn.{name}", " ".join(summary.split()))
+    docs.update({f"unlearn.{name}.{path}": text for path, text in field_docs(make).items()})
+  lines = []
+
+  def walk(node: ml_collections.ConfigDict, prefix: str) -> None:
+    for key in node.keys():
+      path, value = f"{prefix}{key}", node[key]
+      section = isinstance(value, ml_collections.ConfigDict) and len(value.keys())
+      lines.append(f"config.{path}" + (":" if section else f" = {_show(value)}"))
+      if path in docs:
+        lines.extend(textwrap.wrap(docs[path], 96, initial_indent="    ",
+                                   subsequent_indent="    "))
+      if section:
+        walk(value, f"{path}.")
+
+  walk(base, "")
+  return "\n".join(lines)
+
+
+def field_docs(fn: Callable[..., Any]) -> dict[str, str]:
+  """{field path: its comment} of the `<var>.<path> = ...` assignments in `fn`'s source.
+
+  A field's comment is the block of comment lines right above its assignment (no blank line in
+  between) and the comments on the assignment's own lines; a path is relative to the variable
+  (`config.sed.ratio = ...` gives 'sed.ratio'). Empty when the source cannot be read.
+  """
+  try:
+    source = textwrap.dedent(inspect.getsource(fn))
+  except (OSError, TypeError):
+    return {}
+  docs: dict[str, str] = {}
+  above: list[str] = []  # the comment block before the current statement
+  statement: list[tokenize.TokenInfo] = []
+  inline: list[str] = []  # comments inside the current statement
+  for token in tokenize.generate_tokens(io.StringIO(source).readline):
+    if token.type == tokenize.COMMENT:
+      (inline if statement else above).append(token.string.lstrip("#").strip())
+    elif token.type == tokenize.NL:
+      if not statement and not token.line.strip():
+        above = []  # a blank line ends a comment block
+    elif token.type == tokenize.NEWLINE:
+      text = " ".join(above + inline)
+      for path in _assigned_paths(statement):
+        if text:
+          docs[path] = text
+      above, statement, inline = [], [], []
+    elif token.type not in (tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
+      statement.append(token)
+  return docs
+
+
+def _assigned_paths(tokens: list[tokenize.TokenInfo]) -> list[str]:
+  """['sed.ratio'] for the tokens of `config.sed.ratio = ...` (several for `a.x, a.y = ...`);
+  [] for any other statement."""
+  targets, path, depth = [], [], 0
+  for position, token in enumerate(tokens):
+    if token.type == tokenize.OP and token.string in "([{":
+      depth += 1
+    elif token.type == tokenize.OP and token.string in ")]}":
+      depth -= 1
+    if depth == 0 and token.type == tokenize.OP and token.string in (",", "="):
+      targets.append(path)
+      path = []
+      if token.string == "=":
+        return [".".join(p[1:]) for p in targets if len(p) > 1] if all(targets) else []
+      continue
+    names = [t for t in tokens[position - 1:position] if t.type == tokenize.OP]
+    if token.type == tokenize.NAME and (not path or (names and names[0].string == ".")):
+      path.append(token.string)
+    elif token.type == tokenize.STRING and depth == 1 and path:  # config.unlearn["name"]
+      path.append(token.string.strip("\"'"))
+    elif not (token.type == tokenize.OP and token.string in ".[]"):
+      return []
+  return []
+
+
+def _show(value: Any) -> str:
+  if isinstance(value, ml_collections.ConfigDict):
+    return repr(value.to_dict())
+  return repr(value)
 
 
 def _unknown_override(argv: list[str]) -> str | None:
