@@ -2,7 +2,7 @@
 
 The method below ("descend-ascend") takes SGD steps on batches that mix retained examples
 (weight +1) with forget examples (weight -forget_weight): it repairs the model on D \\ T while
-pushing the loss on T up. It follows the method contract (DESIGN.md §3), so the study runs it
+pushing the loss on T up. It follows the method contract (docs/design.md §5), so the study runs it
 like a built-in method, from the same trained `original`, and reports it in the same table.
 
 Two ways to run it, from the repository root:

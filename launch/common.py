@@ -1,8 +1,8 @@
 """Shared by the launch scripts: the sweep's command line, and printing or running it.
 
-The scripts only compose commands (DESIGN.md: `launch/` scripts print/run commands); all the
-work happens in `python -m unlearn_jax.sweep`. They import nothing from unlearn_jax (no JAX), so
-`--dry_run` is instant and works on a machine without accelerators.
+The scripts only compose commands (docs/design.md §2.4: `launch/` scripts print or run commands);
+all the work happens in `python -m unlearn_jax.sweep`. They import nothing from unlearn_jax (no
+JAX), so `--dry_run` is instant and works on a machine without accelerators.
 """
 
 from __future__ import annotations

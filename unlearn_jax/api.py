@@ -223,8 +223,9 @@ def evaluate_states(states: Mapping[str, train.TrainState], sed: sed_lib.SED,
 
   Returns:
     ({name: record}, rows): a record holds acc / loss / confidence / margin per split
-    ('target', 'similar', 'rest', 'test'), mia_auc, kl_to_clean, kl_to_retrain, and residue /
-    residue_abs / residue_defined per score (as in summary.json); rows hold one dict per
+    ('target', 'similar', 'rest', 'test'), mia_auc, kl_to_clean, kl_to_retrain, and per score
+    residue (mean over the defined targets) / residue_median / residue_ratio_of_sums /
+    residue_defined / residue_undefined / residue_abs (as in summary.json); rows hold one dict per
     (model, target) with its raw scores and residue ratios.
 
   Raises:

@@ -33,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   # the model's fields so that `--config.model_kwargs.<field>=...` can override them.
   config.model_kwargs = ml_collections.ConfigDict()
 
-  # Similarity-entailed dataset (DESIGN.md §2).
+  # Similarity-entailed dataset (docs/design.md §3.1, §3.3).
   config.sed = ml_collections.ConfigDict()
   config.sed.num_targets = 10  # |T|, targets drawn from the training split.
   config.sed.similar_per_target = 20  # |S(t)|, similar samples derived from each target.
@@ -43,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.sed.sigma = 0.1  # gaussian_noise: std of the noise, in units of the [0, 1] intensity.
   # Target choice: 'random', 'class_balanced', or 'atypical': the training samples that a probe
   # model trained (with the study's recipe) on a random half of the training split scores with
-  # the lowest margin among the other half (DESIGN.md §2).
+  # the lowest margin among the other half (docs/design.md §3.3).
   config.sed.selection = "random"
   config.sed.seed = 0  # seed of target choice and generation; fixed across training seeds.
 

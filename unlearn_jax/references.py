@@ -1,6 +1,6 @@
 """The reference models of a SED, trained outside a study exactly as a study trains them.
 
-Residue is measured against reference models (DESIGN.md §2): `original` (trained on D),
+Residue is measured against reference models (docs/design.md §3.4): `original` (trained on D),
 `retrain` (D \\ T), `clean` (R) and `clean_alt` (R with another seed: the seed-noise floor). A
 user evaluating their own method from a script needs them without running a whole study, and
 they must be the *same* models a study would train, so that numbers from a script and from

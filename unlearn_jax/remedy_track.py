@@ -2,7 +2,7 @@
 measure what it costs.
 
 Retraining without the targets leaves their influence in the model because the similar samples
-stay (DESIGN.md §1). The remedy this module runs widens the forget set: every target's
+stay (docs/design.md §1). The remedy this module runs widens the forget set: every target's
 *neighbours* — the training samples most similar to it under a chosen measure
 (`remedies.detect`) — are unlearned with it. Because our SEDs know which samples derive from which
 target, detection is scored against that provenance, and the price is measured on what the

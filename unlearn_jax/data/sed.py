@@ -24,7 +24,9 @@ Arrays = dict[str, np.ndarray]
 
 
 class ProvenanceSplits:
-  """T, D \\ T and R of a training set `self.train` whose examples carry `kind` (DESIGN.md §2).
+  """T, D \\ T and R of a training set `self.train` whose examples carry `kind`.
+
+  The sets and their provenance: docs/design.md §3.1.
 
   Shared by the image SED and the language-model track's QASED.
   """

@@ -216,7 +216,7 @@ def _residue_scores(scores, name) -> tuple[str, ...]:
                                 if s in target and s in scores["original"]["target"])
 
 
-# Record keys of `residue.summaries`' aggregates (`residue` is the mean, the DESIGN.md §5 key).
+# Record keys of `residue.summaries`' aggregates (`residue` is the mean: docs/design.md §6.3).
 RESIDUE_AGGREGATES = {"residue": "mean", "residue_median": "median",
                       "residue_ratio_of_sums": "ratio_of_sums", "residue_defined": "defined",
                       "residue_undefined": "undefined"}

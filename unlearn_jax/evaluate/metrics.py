@@ -1,6 +1,6 @@
 """Per-example behavioural scores, divergences and distances between models, relearn time.
 
-Scores (DESIGN.md §2): cross-entropy `loss`, `confidence` (softmax probability of the true
+Scores (docs/design.md §3.5): cross-entropy `loss`, `confidence` (softmax probability of the true
 label), logit `margin` (true-class logit minus the largest other logit, informative when loss and
 confidence saturate), `correct` and the predictive `entropy`. Computed in float64 numpy on host
 from logits that `train.predict` computed exactly over padded batches: evaluation sets are small

@@ -1,6 +1,6 @@
 """Influence residue: how much of the targets' influence a model still carries.
 
-For a behavioural score f (DESIGN.md §2):
+For a behavioural score f (docs/design.md §3.6):
 
     residue_f(M) = (f(M) - f(clean)) / (f(original) - f(clean))        per target,
 

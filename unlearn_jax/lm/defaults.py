@@ -1,9 +1,9 @@
 """The base config of a language-model study (every field, its unit and default) and its checks.
 
 A config with `track = 'lm'` runs `unlearn_jax.lm.study` (configs/sed_qa.py); the image track's
-config lives in unlearn_jax/defaults.py. Both share the workdir contract (DESIGN.md §5).
+config lives in unlearn_jax/defaults.py. Both share the workdir contract (docs/design.md §6).
 
-Learning rates of the LM methods (METHOD_LR), chosen on held-out targets (DESIGN.md §2b): the
+Learning rates of the LM methods (METHOD_LR), chosen on held-out targets (docs/design.md §4.2): the
 QA SED of seed 1 (another fictitious world: other targets, paraphrases and facts), not the
 evaluated seed 0, by
 
@@ -36,7 +36,7 @@ import ml_collections
 from unlearn_jax import config as config_lib
 
 TRACK = "lm"
-# Per-target scores whose influence residue the study reports (DESIGN.md §2):
+# Per-target scores whose influence residue the study reports (docs/design.md §3.6):
 #   nll: mean answer-token NLL of the target's own question (lower = better remembered);
 #   rouge_l: ROUGE-L recall (rouge-score, stemmed, as TOFU) of the target's answer in the
 #     greedy answer to its question;
@@ -63,7 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
   # QA dataset prepared in data_dir (e.g. 'squad').
   config.dataset = "offline"
   config.data_dir = ""  # tfds data dir; '' = tfds's default.
-  # The QA SED (DESIGN.md §2): targets, their paraphrases (similar samples), unrelated rest.
+  # The QA SED (docs/design.md §3.1): targets, their paraphrases (similar samples), unrelated rest.
   config.qa = ml_collections.ConfigDict()
   config.qa.num_targets = 10  # |T|
   config.qa.similar_per_target = 10  # |S(t)|: paraphrases of each target in D.

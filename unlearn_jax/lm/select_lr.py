@@ -1,9 +1,9 @@
 """Selects the LM unlearning methods' default learning rates on held-out targets.
 
-DESIGN.md §2b: a method's setting is chosen on a *tuning SED* — other targets, drawn with another
-SED seed — and only then applied to the evaluated targets. This module does that for one
-hyper-parameter, the learning rate, over a fixed grid (the tuning of every hyper-parameter is a
-separate, general tool):
+docs/design.md §4.2: a method's setting is chosen on a *tuning SED* — other targets, drawn with
+another SED seed — and only then applied to the evaluated targets. This module does that for one
+hyper-parameter, the learning rate, over a fixed grid (tuning every hyper-parameter this way is
+planned, not built: docs/design.md §4.5):
 
     python -m unlearn_jax.lm.select_lr --config=configs/sed_qa.py:runlocal \\
         --workdir=/tmp/select_lr --sed_seed=1
@@ -116,7 +116,7 @@ def held_out_config(config: ml_collections.ConfigDict,
   if int(sed_seed) == int(config.qa.seed):
     raise config_lib.ConfigError(
         f"sed_seed={sed_seed} is the evaluated study's qa.seed: learning rates must be chosen on "
-        "other targets (DESIGN.md §2b); pass another --sed_seed")
+        "other targets (docs/design.md §4.2); pass another --sed_seed")
   held_out = copy.deepcopy(config)
   held_out.qa.seed = int(sed_seed)
   return held_out

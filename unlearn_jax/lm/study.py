@@ -1,13 +1,13 @@
 """One language-model study: QA SED -> tokenizer -> references -> LM unlearning -> residue.
 
-The text counterpart of unlearn_jax/study.py (DESIGN.md §1): targets are question–answer facts,
-their similar samples paraphrases of them, and the question is whether an unlearned model still
-answers a target — when asked its question, and when asked it in words it never saw (held-out
-paraphrases: the probes). The references are the image track's: `original` (D), `retrain`
-(D \\ T), `clean` (R) and `clean_alt` (R, another seed: the noise floor). Every model is scored
-on each split by answer log-likelihood and perplexity, by greedy generation (exact match and
-ROUGE-L recall of the target answer) and by loss, zlib and Min-k% membership attacks of the
-targets against held-out QA pairs; residues per target follow DESIGN.md §2.
+The text counterpart of unlearn_jax/study.py (docs/design.md §2.3): targets are question–answer
+facts, their similar samples paraphrases of them, and the question is whether an unlearned model
+still answers a target — when asked its question, and when asked it in words it never saw (held-out
+paraphrases: the probes). The references are the image track's: `original` (D), `retrain` (D \\ T),
+`clean` (R) and `clean_alt` (R, another seed: the noise floor). Every model is scored on each split
+by answer log-likelihood and perplexity, by greedy generation (exact match and ROUGE-L recall of the
+target answer) and by loss, zlib and Min-k% membership attacks of the targets against held-out QA
+pairs; residues per target follow docs/design.md §3.6.
 
 The workdir holds what the image track writes (config.json, data/provenance.npz and qa.jsonl,
 data/tokenizer.model, checkpoints/<model>/seed_<s>, metrics.jsonl, report/{summary.json,

@@ -1,6 +1,6 @@
 """Aggregates per-seed records over seeds and writes the study's report files.
 
-Files (DESIGN.md §5): `report/summary.json` (stable keys; means over seeds, with the 95%
+Files (docs/design.md §6): `report/summary.json` (stable keys; means over seeds, with the 95%
 t-interval half-widths when there are several seeds both under `ci95` and beside each metric as
 `<metric>_ci`), `report/results.csv` (one row per model and seed),
 `report/per_target.csv` (raw scores and residue of every target) and `report/report.md`.
@@ -21,7 +21,7 @@ from unlearn_jax import utils
 from unlearn_jax.evaluate import mia
 
 REFERENCES = ("original", "retrain", "clean", "clean_alt")
-# Residue aggregates copied from clean_alt's record into summary["floor"] (DESIGN.md §2).
+# Residue aggregates copied from clean_alt's record into summary["floor"] (docs/design.md §3.7).
 FLOOR_KEYS = ("residue", "residue_abs", "residue_defined", "residue_median",
               "residue_ratio_of_sums", "residue_undefined")
 
@@ -84,7 +84,7 @@ def aggregate(records: Mapping[int, Mapping[str, Mapping[str, Any]]]) -> dict[st
 
 
 def build_summary(config, records, per_seed_status) -> dict[str, Any]:
-  """The summary.json content (DESIGN.md §5 schema, with added keys)."""
+  """The summary.json content (docs/design.md §6.2 and §6.3)."""
   summary = {
       "dataset": config.dataset,
       "model": config.model,
@@ -142,7 +142,7 @@ def add_floor(summary: dict[str, Any]) -> None:
   """Sets summary['floor'] to clean_alt's residues (the seed-noise floor), if it has a record.
 
   `clean_alt` trains on what `clean` trains on with another seed, so its residue is what seed
-  noise alone gives (DESIGN.md §2).
+  noise alone gives (docs/design.md §3.7).
   """
   clean_alt = summary["methods"].get("clean_alt")
   if clean_alt is not None:
