@@ -11,7 +11,7 @@ import pytest
 from sklearn import metrics as sk_metrics
 
 from unlearn_jax.data import sed as sed_lib
-from unlearn_jax.evaluate import evaluator, metrics, mia, residue
+from unlearn_jax.evaluate import evaluator, metrics, mia, registry, residue
 
 E = math.e
 
@@ -35,7 +35,8 @@ def test_example_scores_hand_values():
                                                   math.log(1 + E + E**3)], rtol=1e-12)
   np.testing.assert_array_equal(scores["margin"], [2.0, -3.0, -0.5, 4.0])
   np.testing.assert_array_equal(scores["correct"], [1.0, 0.0, 0.0, 1.0])
-  for name in metrics.SCORES:
+  assert list(scores) == [m.name for m in registry.needing("logits")]
+  for name in scores:
     assert scores[name].dtype == np.float64 and scores[name].shape == (4,)
 
 
@@ -337,7 +338,9 @@ def test_reference_residues_are_one_and_zero(evaluation):
       assert value == pytest.approx(1.0), score
       assert records["clean"]["residue"][score] == pytest.approx(0.0, abs=1e-12), score
       checked += 1
-  assert checked == 6  # loss, confidence, margin, correct, kl_to_clean and mia all defined here
+  # Every per-example score with a residue (loss, confidence, margin, correct, ...),
+  # kl_to_clean and mia: all defined here.
+  assert checked == len(evaluator.RESIDUE_SCORES) + 2
   for score in evaluator.RESIDUE_SCORES:
     assert records["original"]["residue_defined"][score] == 2
     assert records["clean"]["residue_abs"][score] == 0.0

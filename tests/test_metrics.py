@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import defaults
+from unlearn_jax import defaults, train
 from unlearn_jax.evaluate import metrics
 
 
@@ -34,38 +34,45 @@ def toy():
   return make_toy_unlearning(epochs=30, lr=0.1)
 
 
+def relearn(lr: float) -> dict:
+  """The study's relearning: SGD at `lr` (no momentum) with the training step (study.run_seed)."""
+  return {"optimizer": train.make_optimizer("sgd", lr, 1, momentum=0.0),
+          "train_step": train.jit_train_step}
+
+
 def test_relearn_steps(toy):
   state, data, _, mesh = toy
-  trained_loss = metrics.forget_loss(state, data.forget, mesh)
+  trained_loss = metrics.forget_loss(state, data.forget, mesh, **relearn(0.1))
   # The trained model is already at its own level; a fresh one needs steps; an unreachable
   # level is censored at the cap + 1.
-  assert metrics.relearn_steps(state, data.forget, trained_loss, lr=0.1, max_steps=50,
+  assert metrics.relearn_steps(state, data.forget, trained_loss, **relearn(0.1), max_steps=50,
                                mesh=mesh) == 0
   fresh = data.init_state(jax.random.key(5))
-  steps = metrics.relearn_steps(fresh, data.forget, trained_loss, lr=0.5, max_steps=500,
-                                mesh=mesh)
+  steps = metrics.relearn_steps(fresh, data.forget, trained_loss, **relearn(0.5),
+                                max_steps=500, mesh=mesh)
   assert 0 < steps <= 500
-  assert metrics.relearn_steps(fresh, data.forget, -1.0, lr=0.1, max_steps=7, mesh=mesh) == 8
+  assert metrics.relearn_steps(fresh, data.forget, -1.0, **relearn(0.1), max_steps=7,
+                               mesh=mesh) == 8
   # Relearning does not touch the model it starts from.
-  assert metrics.forget_loss(fresh, data.forget, mesh) > trained_loss
+  assert metrics.forget_loss(fresh, data.forget, mesh, **relearn(0.1)) > trained_loss
 
 
 def test_relearn_counts_use_one_configured_level_for_every_model(toy):
   state, data, _, mesh = toy
   fresh = data.init_state(jax.random.key(5))
-  trained_loss = metrics.forget_loss(state, data.forget, mesh)
-  fresh_loss = metrics.forget_loss(fresh, data.forget, mesh)
+  trained_loss = metrics.forget_loss(state, data.forget, mesh, **relearn(0.1))
+  fresh_loss = metrics.forget_loss(fresh, data.forget, mesh, **relearn(0.1))
   assert trained_loss < 0.8 < fresh_loss  # measured: 0.66 and 1.22
   models = {"trained": state, "fresh": fresh}
   # A level between the two: the model below it needs 0 steps, the one above some.
   between = ml_collections.ConfigDict({"target_loss": 0.8, "lr": 0.5, "max_steps": 500})
-  counts = metrics.relearn_counts(models, data.forget, between, mesh)
+  counts = metrics.relearn_counts(models, data.forget, between, mesh, **relearn(0.5))
   assert counts["trained"] == 0 and 0 < counts["fresh"] <= 500
-  assert counts["fresh"] == metrics.relearn_steps(fresh, data.forget, 0.8, lr=0.5,
+  assert counts["fresh"] == metrics.relearn_steps(fresh, data.forget, 0.8, **relearn(0.5),
                                                   max_steps=500, mesh=mesh)
   # A level below both, reachable by both: the model that saw the forget set gets there first.
   below = ml_collections.ConfigDict({"target_loss": 0.3, "lr": 0.5, "max_steps": 500})
-  counts = metrics.relearn_counts(models, data.forget, below, mesh)
+  counts = metrics.relearn_counts(models, data.forget, below, mesh, **relearn(0.5))
   assert 0 < counts["trained"] < counts["fresh"] <= 500, counts
 
 

@@ -12,6 +12,7 @@ import ml_collections
 
 from unlearn_jax import config as config_lib
 from unlearn_jax import methods, models
+from unlearn_jax.evaluate import registry
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -128,13 +129,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Evaluation of every model on target / similar / rest / test.
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 1000  # examples per evaluation batch (padded and masked).
-  # Minimum |f(original) - f(clean)| for a target's residue ratio to be defined, per score, in
-  # the score's unit (loss: nats; confidence: probability; margin: logits; correct: 0/1;
-  # mia: AUC of the loss attack, a set-level score; kl_to_clean: nats; lira: the LiRA
-  # log-likelihood ratio; recon_ssim: SSIM).
-  config.eval.min_gap = ml_collections.ConfigDict(
-      {"loss": 0.05, "confidence": 0.02, "margin": 0.5, "correct": 0.5, "mia": 0.05,
-       "kl_to_clean": 0.01, "lira": 0.5, "recon_ssim": 0.02})
+  # Minimum |f(original) - f(clean)| for a target's residue ratio to be defined, per score with
+  # a residue, in the score's unit (e.g. margin: logits; mia: AUC of the loss attack, a
+  # set-level score). Each score's unit and default are its declaration in evaluate/scores/.
+  config.eval.min_gap = ml_collections.ConfigDict(registry.min_gaps())
   # LiRA (Carlini et al., S&P 2022): reference models trained with the study's recipe on R plus
   # a random half of the target groups (a target with its similar samples) and of `num_heldout`
   # test samples of the targets' classes (the non-member candidates), in complementary pairs, so

@@ -29,7 +29,7 @@ from unlearn_jax import remedy_track
 from unlearn_jax import train, utils
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
-from unlearn_jax.evaluate import evaluator, metrics, mia
+from unlearn_jax.evaluate import evaluator, mia, registry
 from unlearn_jax.methods import sisa
 from unlearn_jax.report import tables
 
@@ -225,8 +225,8 @@ def probe_margins(config: ml_collections.ConfigDict, workdir: str, train_split: 
   candidates = {key: train_split[key][candidate_rows] for key in ("image", "label")}
   logits = train.predict(state, candidates, config.eval.batch_size, mesh)
   margins = np.full(count, np.nan)
-  margins[candidate_rows] = metrics.example_scores(
-      logits, train_split["label"][candidate_rows])["margin"]
+  margins[candidate_rows] = registry.get("margin").score(
+      logits, train_split["label"][candidate_rows])
   return margins
 
 
@@ -304,17 +304,17 @@ def run_seed(context: Context, seed: int, status: dict[str, str],
     recon_track.merge(records, rows, track_records, track_rows)
     for name, error in failures.items():
       context.recon_failures[f"{name}/seed_{seed}"] = error
+  model_inputs = registry.ModelInputs(
+      states=states, forget=sed.forget, eval_config=eval_config, mesh=context.mesh,
+      ensembles=ensembles, train_step=train.jit_train_step,
+      relearn_optimizer=train.make_optimizer("sgd", float(eval_config.relearn.lr), 1,
+                                             momentum=0.0))
   for name, record in records.items():
-    if remedy_track.is_sweep(name):
-      record["time_s"] = times[name]
-      continue  # the trade-off sweep reports residue and utility only
     record["time_s"] = times[name]
-    # An ensemble's stacked parameters have no distance to one model's: n/a (NaN).
-    record["param_l2"] = {f"to_{ref}": float("nan") if name in ensembles else
-                          metrics.param_distance(states[name].params, states[ref].params)
-                          for ref in ("original", "retrain", "clean") if ref in states}
-    record["relearn_steps"] = metrics.relearn_counts(
-        {name: states[name]}, sed.forget, eval_config.relearn, context.mesh)[name]
+    if remedy_track.is_sweep(name):
+      continue  # the trade-off sweep reports residue and utility only
+    for metric in registry.needing("model"):  # parameter distance, relearn steps, ...
+      record.update(metric.compute(name, model_inputs))
   return records, rows
 
 

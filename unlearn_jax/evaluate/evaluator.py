@@ -20,12 +20,13 @@ from typing import Mapping
 import numpy as np
 
 from unlearn_jax.data import sed as sed_lib
-from unlearn_jax.evaluate import metrics, mia, residue
+from unlearn_jax.evaluate import metrics, mia, registry, residue
 
 SPLITS = ("target", "similar", "rest", "test")
-RESIDUE_SCORES = ("loss", "confidence", "margin", "correct")
+# Per-example scores of the logits with a residue (loss, confidence, margin, correct, ...).
+RESIDUE_SCORES = registry.residue_scores("logits")
 # Per-target scores whose residue is reported besides RESIDUE_SCORES (when available).
-EXTRA_RESIDUE_SCORES = ("kl_to_clean", "lira")
+EXTRA_RESIDUE_SCORES = registry.residue_scores("reference", "lira")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,20 +138,8 @@ def evaluate_models(logits: Mapping[str, Mapping[str, np.ndarray]], sed: sed_lib
   rows = split_rows(sed)
   scores = {name: model_scores(model_logits, sed, rows) for name, model_logits in logits.items()}
   target_labels = sed.train["label"][rows["target"]]
-  for name, model_logits in logits.items():  # per-target extra scores
-    target = scores[name]["target"]
-    clean = reference_of(name)[1]
-    if clean in logits:
-      target["kl_to_clean"] = metrics.kl_divergence(
-          model_logits["train"][rows["target"]], logits[clean]["train"][rows["target"]])
-    target["phi"] = mia.logit_scaled_confidence(model_logits["train"][rows["target"]],
-                                                target_labels)
-    if lira is not None:
-      heldout_phi = mia.logit_scaled_confidence(model_logits["test"][lira.heldout_rows],
-                                                sed.test["label"][lira.heldout_rows])
-      target["lira"], scores[name]["heldout_lira"] = lira.statistics(target["phi"], heldout_phi)
-      target["lira_offline"], scores[name]["heldout_lira_offline"] = lira.statistics(
-          target["phi"], heldout_phi, online=False)
+  for name in logits:
+    _add_target_scores(scores[name], name, logits, sed, rows, reference_of(name)[1], lira)
   similar_labels = sed.train["label"][rows["similar"]]
   test_labels = sed.test["label"]
   heldout = {"target": np.isin(test_labels, target_labels),
@@ -162,15 +151,11 @@ def evaluate_models(logits: Mapping[str, Mapping[str, np.ndarray]], sed: sed_lib
 
   records, per_target = {}, []
   for name in logits:
-    record = {
-        "acc": {s: metrics.mean_or_nan(scores[name][s]["correct"]) for s in SPLITS},
-        "loss": {s: metrics.mean_or_nan(scores[name][s]["loss"]) for s in SPLITS},
-        "confidence": {s: metrics.mean_or_nan(scores[name][s]["confidence"]) for s in SPLITS},
-        "margin": {s: metrics.mean_or_nan(scores[name][s]["margin"]) for s in SPLITS},
-        "entropy": {s: metrics.mean_or_nan(scores[name][s]["entropy"]) for s in SPLITS},
-        "mia_auc": {s: attack_auc(name, s) for s in ("target", "similar")},
-        "mia_auc_by_score": _threshold_aucs(logits[name], sed, rows, heldout["target"]),
-    }
+    record = {  # the per-split means of every per-example score (`acc` for `correct`)
+        field: {s: metrics.mean_or_nan(scores[name][s][metric.name]) for s in SPLITS}
+        for metric in registry.needing("logits") for field in metric.fields}
+    record["mia_auc"] = {s: attack_auc(name, s) for s in ("target", "similar")}
+    record["mia_auc_by_score"] = _threshold_aucs(logits[name], sed, rows, heldout["target"])
     if svc_max_train:
       retain = np.concatenate([rows["similar"], rows["rest"]])  # D \\ T, members
       record["mia_efficacy"] = {"target": mia.mia_efficacy(
@@ -201,6 +186,26 @@ def evaluate_models(logits: Mapping[str, Mapping[str, np.ndarray]], sed: sed_lib
     records[name] = record
     per_target.extend(_target_rows(name, view, sed, rows, min_gap))
   return records, per_target
+
+
+def _add_target_scores(own_scores, name, logits, sed, rows, clean, lira) -> None:
+  """Adds the per-target scores that need more than the model's logits (in place).
+
+  `kl_to_clean` (against the model's clean reference), LiRA's φ and, with `lira`, the online
+  and offline LiRA statistics of the targets and of the held-out candidates.
+  """
+  model_logits, target = logits[name], own_scores["target"]
+  if clean in logits:
+    target["kl_to_clean"] = metrics.kl_divergence(
+        model_logits["train"][rows["target"]], logits[clean]["train"][rows["target"]])
+  target["phi"] = mia.logit_scaled_confidence(model_logits["train"][rows["target"]],
+                                              sed.train["label"][rows["target"]])
+  if lira is not None:
+    heldout_phi = mia.logit_scaled_confidence(model_logits["test"][lira.heldout_rows],
+                                              sed.test["label"][lira.heldout_rows])
+    target["lira"], own_scores["heldout_lira"] = lira.statistics(target["phi"], heldout_phi)
+    target["lira_offline"], own_scores["heldout_lira_offline"] = lira.statistics(
+        target["phi"], heldout_phi, online=False)
 
 
 def _threshold_aucs(model_logits, sed, rows, heldout_mask) -> dict[str, float]:
@@ -253,7 +258,9 @@ def _target_rows(name, scores, sed, rows, min_gap) -> list[dict]:
       entry[f"residue_{score}"] = float(residue.ratio(
           [value], [scores["original"]["target"][score][index]],
           [scores["clean"]["target"][score][index]], min_gap.get(score, 0.0))[0])
-    entry["entropy"] = float(scores[name]["target"]["entropy"][index])
+    for metric in registry.needing("logits"):  # the per-example scores without a residue
+      if not metric.has_residue:
+        entry[metric.name] = float(scores[name]["target"][metric.name][index])
     entry["phi"] = float(scores[name]["target"]["phi"][index])
     out.append(entry)
   return out

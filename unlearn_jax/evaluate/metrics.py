@@ -1,10 +1,10 @@
 """Per-example behavioural scores, divergences and distances between models, relearn time.
 
-Scores (docs/design.md §3.5): cross-entropy `loss`, `confidence` (softmax probability of the true
-label), logit `margin` (true-class logit minus the largest other logit, informative when loss and
-confidence saturate), `correct` and the predictive `entropy`. Computed in float64 numpy on host
-from logits that `train.predict` computed exactly over padded batches: evaluation sets are small
-and exactness matters more than speed here.
+Scores (docs/design.md §3.5): every per-example score the registry declares
+(evaluate/registry.py, evaluate/scores/: cross-entropy `loss`, `confidence`, logit `margin`,
+`correct`, the predictive `entropy`, ...). Computed in float64 numpy on host from logits that
+the study's `predict` computed exactly over padded batches: evaluation sets are small and
+exactness matters more than speed here.
 
 `relearn_steps` is the other kind of metric: how many fine-tuning steps on the targets bring
 their loss down to a fixed level (`eval.relearn.target_loss`). A model that only hides the
@@ -12,16 +12,18 @@ targets (its parameters still close to the original's) relearns them fast; a mod
 saw them needs as long as learning them afresh. The level is one configured loss for every
 model, not the original model's own loss on the targets: that is ~1e-7 on the default study, a
 level no other model reaches within the cap, so every count but the original's was censored.
+The training step and the optimiser come from the caller: evaluation does not import training.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import numpy as np
 
-SCORES = ("loss", "confidence", "margin", "correct", "entropy")
+from unlearn_jax import parallel
+from unlearn_jax.evaluate import registry
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -32,21 +34,12 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def example_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-  """Per-example loss, confidence, margin, correctness and entropy (float64, shape (N,))."""
-  logits = np.asarray(logits, np.float64)
-  labels = np.asarray(labels)
-  rows = np.arange(len(labels))
-  log_probs = log_softmax(logits)
-  true_logit = logits[rows, labels]
-  others = logits.copy()
-  others[rows, labels] = -np.inf
-  return {
-      "loss": -log_probs[rows, labels],
-      "confidence": np.exp(log_probs[rows, labels]),
-      "margin": true_logit - others.max(axis=-1),
-      "correct": (logits.argmax(axis=-1) == labels).astype(np.float64),
-      "entropy": -np.sum(np.exp(log_probs) * log_probs, axis=-1),
-  }
+  """Every per-example score of the registry (loss, confidence, margin, correct, entropy, ...).
+
+  Returns:
+    {score: float64 array of shape (N,)}, in the registry's order (evaluate/registry.py).
+  """
+  return {metric.name: metric.score(logits, labels) for metric in registry.needing("logits")}
 
 
 def kl_divergence(p_logits: np.ndarray, q_logits: np.ndarray) -> np.ndarray:
@@ -93,17 +86,34 @@ def param_distance(params_a: Any, params_b: Any) -> float:
   return float(np.sqrt(total))
 
 
-def relearn_steps(state, forget: dict[str, np.ndarray], target_loss: float, *, lr: float,
-                  max_steps: int, mesh: jax.sharding.Mesh) -> int:
-  """Full-batch SGD steps on the forget set until its mean loss is <= `target_loss`.
+def _relearn_losses(state, forget: dict[str, np.ndarray], *, optimizer, train_step: Callable,
+                    mesh: jax.sharding.Mesh) -> Iterator[float]:
+  """The forget set's loss before each full-batch relearning step (the first: before any)."""
+  state = jax.device_put(state.with_optimizer(optimizer), parallel.replicated(mesh),
+                         may_alias=False)  # the step donates its state: never the caller's
+  batch = {"image": forget["image"], "label": forget["label"].astype(np.int32),
+           "weight": np.ones(len(forget["label"]), np.float32)}
+  batch = jax.device_put(batch, parallel.replicated(mesh))  # forget sets are small
+  key = jax.random.key(0)
+  while True:
+    state, step_metrics = train_step(state, batch, key)
+    yield float(step_metrics["loss"])
+
+
+def relearn_steps(state, forget: dict[str, np.ndarray], target_loss: float, *, optimizer,
+                  train_step: Callable, max_steps: int, mesh: jax.sharding.Mesh) -> int:
+  """Full-batch steps on the forget set until its mean loss is <= `target_loss`.
 
   Args:
-    state: the model to fine-tune (a `train.TrainState`; it is not modified).
+    state: the model to fine-tune (a train state with `with_optimizer`; it is not modified).
     forget: the forget set (image uint8, label).
     target_loss: the level in nats (mean train-mode cross-entropy on the forget set, before
       the step's update), the same for every compared model and reachable by all of them
       (the study's `eval.relearn.target_loss`); a model already at or below it needs 0 steps.
-    lr: SGD learning rate (no momentum, no weight decay).
+    optimizer: what relearning trains with (the study: SGD at `eval.relearn.lr`, no momentum,
+      no weight decay).
+    train_step: (state, batch, key) -> (state, {'loss': the loss before the update, ...}): the
+      study's training step, given by the caller (evaluation does not import training).
     max_steps: the cap.
     mesh: device mesh.
 
@@ -111,54 +121,38 @@ def relearn_steps(state, forget: dict[str, np.ndarray], target_loss: float, *, l
     The number of steps taken before the loss first reached `target_loss` (0 when it already
     does), or `max_steps + 1` when it never did within the cap (reported as censored).
   """
-  from unlearn_jax import parallel, train  # pylint: disable=g-import-not-at-top
-  state = state.with_optimizer(train.make_optimizer("sgd", float(lr), 1, momentum=0.0))
-  state = jax.device_put(state, parallel.replicated(mesh), may_alias=False)
-  batch = {"image": forget["image"], "label": forget["label"].astype(np.int32),
-           "weight": np.ones(len(forget["label"]), np.float32)}
-  batch = jax.device_put(batch, parallel.replicated(mesh))  # forget sets are small
-  key = jax.random.key(0)
-  # The step's loss and `forget_loss` are compiled separately and may differ in the last bits.
+  # A level measured by another compiled loss may differ from the step's in the last bits.
   level = target_loss + 1e-5 * abs(target_loss) + 1e-7
-  for step in range(max_steps + 1):
-    new_state, metrics = train.jit_train_step(state, batch, key)
-    if float(metrics["loss"]) <= level:  # the loss before this step's update
+  losses = _relearn_losses(state, forget, optimizer=optimizer, train_step=train_step, mesh=mesh)
+  for step, loss in zip(range(max_steps + 1), losses):
+    if loss <= level:  # the loss before this step's update
       return step
-    state = new_state
   return max_steps + 1
 
 
 def relearn_counts(states: Mapping[str, Any], forget: dict[str, np.ndarray], relearn: Any,
-                   mesh: jax.sharding.Mesh) -> dict[str, int]:
+                   mesh: jax.sharding.Mesh, *, optimizer, train_step: Callable) -> dict[str, int]:
   """`relearn_steps` of every model to the one configured level.
 
   Args:
-    states: {model name: train.TrainState}.
+    states: {model name: train state}.
     forget: the forget set (image uint8, label).
-    relearn: the study's `eval.relearn` section (`target_loss` in nats, `lr`, `max_steps`).
+    relearn: the study's `eval.relearn` section (`target_loss` in nats, `max_steps`; `lr` is
+      the caller's, in `optimizer`).
     mesh: device mesh.
+    optimizer, train_step: as `relearn_steps`'.
 
   Returns:
     {model name: steps}; 0 for a model already at or below the level, cap + 1 for never.
   """
-  return {name: relearn_steps(state, forget, float(relearn.target_loss), lr=float(relearn.lr),
-                              max_steps=int(relearn.max_steps), mesh=mesh)
+  return {name: relearn_steps(state, forget, float(relearn.target_loss), optimizer=optimizer,
+                              train_step=train_step, max_steps=int(relearn.max_steps),
+                              mesh=mesh)
           for name, state in states.items()}
 
 
-def forget_loss(state, forget: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> float:
+def forget_loss(state, forget: dict[str, np.ndarray], mesh: jax.sharding.Mesh, *, optimizer,
+                train_step: Callable) -> float:
   """Mean train-mode loss on the forget set, measured as `relearn_steps` measures it."""
-  from unlearn_jax import parallel, train  # pylint: disable=g-import-not-at-top
-  batch = {"image": forget["image"], "label": forget["label"].astype(np.int32),
-           "weight": np.ones(len(forget["label"]), np.float32)}
-  batch = jax.device_put(batch, parallel.replicated(mesh))
-  loss, _ = _jit_loss(state.params, state, batch, jax.random.fold_in(jax.random.key(0), 0))
-  return float(loss)
-
-
-def _loss(params, state, batch, rng):
-  from unlearn_jax import train  # pylint: disable=g-import-not-at-top
-  return train.weighted_loss(params, state, batch, rng)
-
-
-_jit_loss = jax.jit(_loss)
+  return next(_relearn_losses(state, forget, optimizer=optimizer, train_step=train_step,
+                              mesh=mesh))

@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 from absl import logging
 
 from unlearn_jax import utils
+from unlearn_jax.evaluate import registry
 from unlearn_jax.report import tables
 
 SIMILAR_AXIS = "sed.similar_per_target"
@@ -46,9 +47,8 @@ PANELS_PER_ROW = 3
 AXIS_LABELS = {SIMILAR_AXIS: "|S(t)| (similar samples per target)",
                RATIO_AXIS: "mask ratio r", "sed.block": "block b (pixels)",
                "sed.sigma": "noise σ"}
-SCORE_LABELS = {"margin": "margin", "lira": "LiRA", "mia": "MIA (loss attack AUC)",
-                "loss": "loss", "confidence": "confidence", "kl_to_clean": "KL to clean",
-                "correct": "correctness", "recon_ssim": "reconstruction SSIM"}
+# Each score's name in titles and headings, as its metric declares it (evaluate/registry.py).
+SCORE_LABELS = registry.labels()
 
 
 @dataclasses.dataclass

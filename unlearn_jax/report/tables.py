@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 
 from unlearn_jax import utils
-from unlearn_jax.evaluate import mia
+from unlearn_jax.evaluate import mia, registry
 
 REFERENCES = ("original", "retrain", "clean", "clean_alt")
 # Residue aggregates copied from clean_alt's record into summary["floor"] (docs/design.md §3.7).
@@ -194,33 +194,12 @@ def _cell(value: Any) -> Any:
 # ----------------------------------------------------------------------------------------------
 # The human table.
 
-TABLE_COLUMNS = (
-    ("time s", "time_s", 1), ("× retrain", "time_vs_retrain", 2), ("acc T", "acc.target", 2),
-    ("acc S", "acc.similar", 2), ("acc R", "acc.rest", 3), ("acc test", "acc.test", 3),
-    ("margin T", "margin.target", 2), ("res margin", "residue.margin", 2),
-    ("res margin median", "residue_median.margin", 2),
-    ("res margin Σ/Σ", "residue_ratio_of_sums.margin", 2),
-    ("margin undef T", "residue_undefined.margin", 0),
-    ("res margin abs", "residue_abs.margin", 2), ("res conf", "residue.confidence", 2),
-    ("res loss", "residue.loss", 2), ("KL→clean T", "kl_to_clean.target", 3),
-)
+# (header, record key, digits). The training time leads; every other column is a metric's
+# declaration (evaluate/registry.py, evaluate/scores/).
+TIME_COLUMNS = (("time s", "time_s", 1), ("× retrain", "time_vs_retrain", 2))
+TABLE_COLUMNS = TIME_COLUMNS + registry.columns("behaviour")
 # Membership and influence: attacks on the targets, residues of their scores, relearn time.
-ATTACK_COLUMNS = (
-    ("MIA AUC T", "mia_auc.target", 2), ("res MIA", "residue.mia", 2),
-    ("LiRA AUC T", "lira_auc.target", 2), ("LiRA TPR", "lira_tpr.target", 2),
-    ("LiRA refs", "lira_num_models", 0),
-    ("res LiRA", "residue.lira", 2), ("res KL", "residue.kl_to_clean", 2),
-    ("MIA-eff", "mia_efficacy.target", 2), ("relearn steps", "relearn_steps", 0),
-    ("‖θ−θ_clean‖", "param_l2.to_clean", 1), ("recon SSIM T", "recon_ssim.target", 3),
-    ("recon SSIM held-out", "recon_ssim.heldout", 3), ("res recon", "residue.recon_ssim", 2),
-    ("res recon median", "residue_median.recon_ssim", 2),
-    ("res recon Σ/Σ", "residue_ratio_of_sums.recon_ssim", 2),
-    ("recon undef T", "residue_undefined.recon_ssim", 0),
-    ("ε vs retrain", "epsilon.vs_retrain", 2),
-    ("capped vs retrain", "epsilon_capped.vs_retrain", 0),
-    ("ε vs clean", "epsilon.vs_clean", 2), ("capped vs clean", "epsilon_capped.vs_clean", 0),
-    ("U-LiRA vs clean", "ulira_acc.vs_clean", 2),
-)
+ATTACK_COLUMNS = registry.columns("attack")
 
 
 def _format(mean: Any, half: Any, digits: int) -> str:
