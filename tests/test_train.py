@@ -23,10 +23,12 @@ def mesh():
   return parallel.make_mesh()
 
 
+MODEL = models.get("mlp", NUM_CLASSES, hidden=(16,))  # one object: one static apply_fn
+
+
 def _state(lr=0.1, steps=100):
-  model = models.get("mlp", NUM_CLASSES, hidden=(16,))
   tx = train.make_optimizer("sgd", lr, steps, momentum=0.9)
-  return train.create_state(model, jax.random.key(0), (8, 8, 1), tx)
+  return train.create_state(MODEL, jax.random.key(0), (8, 8, 1), tx)
 
 
 def _loss(state, batch):
@@ -104,8 +106,12 @@ def test_killed_training_resumes_to_identical_parameters(tmp_path, mesh):
   with pytest.raises(Killed):
     train.fit(_state(steps=steps), dying_batch, steps, name="test", mesh=mesh, seed=1,
               checkpoint_dir=str(tmp_path / "b"), checkpoint_every=4, log_every=2)
-  resumed, info = _fit(_state(steps=steps), sampler, steps, mesh, str(tmp_path / "b"))
+  with train.CompileCounter() as counter:
+    resumed, info = _fit(_state(steps=steps), sampler, steps, mesh, str(tmp_path / "b"))
   assert info["resumed_at"] == 8 and info["steps_run"] == 7
+  # The restored optimiser state (its settings included) has the types of a fresh one: the
+  # train step compiled for the first run serves the resumed one.
+  assert not [name for name in counter.names if "train_step" in name], counter.names
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(reference.params),
                jax.device_get(resumed.params))
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(reference.opt_state),

@@ -1,10 +1,13 @@
-"""Training: the train state, pure jitted steps, prediction, and the checkpointed `fit` loop.
+"""Training: the optimiser, the train state, pure jitted steps, prediction, and the `fit` loop.
 
 `train_step` minimises a per-example *weighted* cross-entropy, sum(w·ce) / sum(|w|): weight 1
 is ordinary training, 0 masks filler rows, and negative weights ascend the loss on those rows,
 so fine-tuning, gradient ascent, random labelling and NegGrad-style updates share one compiled
 step. `fit` runs steps whose batches are a function of the step (see data/pipeline.py), saves
 orbax checkpoints every N steps, and resumes from the latest one with identical results.
+`make_optimizer` is the one optimiser factory (reference models, methods, the LM track): its
+settings live in the optimiser state (`optax.inject_hyperparams`), so that step is compiled once
+per model, whatever the learning rate, schedule or run length.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import struct
 
+from unlearn_jax import config as config_lib
 from unlearn_jax import parallel, preemption
 from unlearn_jax.data import pipeline
 from unlearn_jax.utils import MetricWriter, format_seconds
@@ -60,117 +64,206 @@ class TrainState(struct.PyTreeNode):
                         params=optax.apply_updates(self.params, param_updates),
                         batch_stats=(updates or {}).get("batch_stats", self.batch_stats))
 
-  def with_optimizer(self, tx: optax.GradientTransformation) -> "TrainState":
-    """A state with a fresh optimiser (used by unlearning methods) and step 0."""
-    return self.replace(tx=tx, opt_state=tx.init(self.params), step=jnp.zeros((), jnp.int32))
+  def with_optimizer(self, tx: "optax.GradientTransformation | Optimizer") -> "TrainState":
+    """A state with a fresh optimiser and step 0.
+
+    `tx` is an optax transformation or an `Optimizer` (`make_optimizer`), whose settings go in
+    the optimiser state and whose shared transformation becomes the state's static part.
+    """
+    opt_state = tx.init(self.params)
+    return self.replace(tx=tx.tx if isinstance(tx, Optimizer) else tx, opt_state=opt_state,
+                        step=jnp.zeros((), jnp.int32))
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+# ----------------------------------------------------------------------------------------------
+# The optimiser: one factory, its settings in the optimiser state.
+
+OPTIMIZERS = config_lib.OPTIMIZERS
+SCHEDULES = ("constant", "cosine")
 
 
-class Hyperparameters(NamedTuple):
-  """An optimiser's settings, kept in its state as arrays (not baked into the compiled step)."""
-  count: jax.Array  # Steps taken.
-  total_steps: jax.Array  # The run's length (the cosine schedule's horizon).
-  lr: jax.Array
-  momentum: jax.Array  # SGD only.
-  weight_decay: jax.Array
-  cosine: jax.Array  # True: lr · ½(1 + cos(π · min(t, T) / T)); False: constant lr.
+class ProximalState(NamedTuple):
+  """The parameters the optimiser started from (θ_start)."""
+  start: optax.Params
 
 
-class OptimizerState(NamedTuple):
-  inner: Any  # SGD: the momentum trace; Adam(W): optax.scale_by_adam's state.
-  hyper: Hyperparameters
+def add_proximal(strength: jax.Array) -> optax.GradientTransformation:
+  """Adds strength·(θ − θ_start): the gradient of (strength/2)·||θ − θ_start||².
 
-
-class _Optimizer(optax.GradientTransformation):
-  """An optax transformation whose settings live in its initial state.
-
-  All optimisers of one kind (sgd, adam or adamw) share one `update` and compare (and hash)
-  equal, so `TrainState`s of any learning rate, momentum, weight decay, schedule and run length
-  are the same static structure to `jax.jit`: one compiled train step per model serves every
-  reference model and every SGD-based method.
+  θ_start is the parameters passed to `init`, copied (so donating the train state is safe).
   """
-  __slots__ = ()
-
-  def __eq__(self, other):
-    return isinstance(other, _Optimizer) and self.update is other.update
-
-  def __ne__(self, other):
-    return not self == other
-
-  def __hash__(self):
-    return hash(self.update)
-
-
-@functools.lru_cache(maxsize=None)
-def _update_fn(name: str) -> Callable:
-  """The shared update of optimiser kind `name`; every setting is read from the state.
-
-  sgd:   u = −lr_t · trace,  trace ← (g + wd·θ) + momentum · trace
-  adam:  u = −lr_t · adam(g + wd·θ)   (L2 through the gradient)
-  adamw: u = −lr_t · (adam(g) + wd·θ) (decoupled weight decay)
-  The same operations, in the same order, as optax's `sgd`/`adam`/`adamw` chained after (or,
-  for adamw, before) `add_decayed_weights` with `cosine_decay_schedule` or a constant lr.
-  """
-  adam = optax.scale_by_adam()
-
-  def update(grads, state: OptimizerState, params=None):
-    hyper = state.hyper
-    if name in ("sgd", "adam"):
-      grads = jax.tree.map(lambda g, p: g + hyper.weight_decay * p, grads, params)
-    if name == "sgd":
-      updates = jax.tree.map(lambda g, t: g + hyper.momentum * t, grads, state.inner)
-      inner = updates
-    else:
-      updates, inner = adam.update(grads, state.inner, params)
-    if name == "adamw":
-      updates = jax.tree.map(lambda u, p: u + hyper.weight_decay * p, updates, params)
-    total = hyper.total_steps.astype(jnp.float32)
-    count = jnp.minimum(hyper.count.astype(jnp.float32), total)
-    decay = jnp.where(hyper.cosine, 0.5 * (1.0 + jnp.cos(jnp.pi * count / total)), 1.0)
-    scale = -(hyper.lr * decay)
-    updates = jax.tree.map(lambda u: (scale * u).astype(u.dtype), updates)
-    hyper = hyper._replace(count=optax.safe_int32_increment(hyper.count))
-    return updates, OptimizerState(inner=inner, hyper=hyper)
-
-  return update
-
-
-@functools.lru_cache(maxsize=None)
-def make_optimizer(name: str, lr: float, total_steps: int, *, momentum: float = 0.9,
-                   weight_decay: float = 0.0, schedule: str = "constant"
-                   ) -> optax.GradientTransformation:
-  """SGD with momentum, Adam with L2 decay, or AdamW, with a constant or cosine learning rate.
-
-  `schedule='cosine'` decays the learning rate to 0 over `total_steps`. Every setting is kept in
-  the optimiser state, so optimisers of one kind compare equal and share one compiled train
-  step (see `_Optimizer`); equal recipes also return the same (cached) object.
-  """
-  if name not in OPTIMIZERS:
-    raise ValueError(f"optimizer={name!r}: must be one of {', '.join(OPTIMIZERS)}")
-  if schedule not in ("constant", "cosine"):
-    raise ValueError(f"schedule={schedule!r}: must be 'constant' or 'cosine'")
-  adam = optax.scale_by_adam()
-  hyper = dict(total_steps=max(int(total_steps), 1), lr=float(lr),
-               momentum=float(momentum) if name == "sgd" else 0.0,
-               weight_decay=float(weight_decay), cosine=schedule == "cosine")
 
   def init(params):
-    inner = (jax.tree.map(jnp.zeros_like, params) if name == "sgd" else adam.init(params))
-    return OptimizerState(inner=inner, hyper=Hyperparameters(
-        count=jnp.zeros((), jnp.int32),
-        total_steps=jnp.asarray(hyper["total_steps"], jnp.int32),
-        lr=jnp.asarray(hyper["lr"], jnp.float32),
-        momentum=jnp.asarray(hyper["momentum"], jnp.float32),
-        weight_decay=jnp.asarray(hyper["weight_decay"], jnp.float32),
-        cosine=jnp.asarray(hyper["cosine"])))
+    return ProximalState(start=jax.tree.map(lambda p: jnp.array(p, copy=True), params))
 
-  return _Optimizer(init, _update_fn(name))
+  def update(updates, state, params=None):
+    return jax.tree.map(lambda g, p, s: g + strength * (p - s), updates, params,
+                        state.start), state
+
+  return optax.GradientTransformation(init, update)
 
 
-def optimizer_from_config(train_config, total_steps: int) -> optax.GradientTransformation:
-  """The optimiser of a `config.train` section."""
+class L1State(NamedTuple):
+  """Updates done (drives the linear decay of the ℓ1 weight)."""
+  count: jax.Array
+
+
+def add_decaying_l1(l1: jax.Array, total_steps: jax.Array) -> optax.GradientTransformation:
+  """Adds l1_t·sign(θ), the subgradient of l1_t·||θ||_1, with l1_t = l1·max(1 − t/T, 0)."""
+
+  def init(params):
+    del params
+    return L1State(count=jnp.zeros((), jnp.int32))
+
+  def update(updates, state, params=None):
+    # t·(1/T) rather than t/T: what XLA compiles a division by a constant T to, so the same
+    # bits whether T is a constant or (here) a state array.
+    strength = l1 * jnp.maximum(1.0 - state.count * (1.0 / total_steps.astype(jnp.float32)), 0.0)
+    updates = jax.tree.map(lambda g, p: g + strength * jnp.sign(p), updates, params)
+    return updates, L1State(count=state.count + 1)
+
+  return optax.GradientTransformation(init, update)
+
+
+def learning_rate(count: jax.Array, lr: jax.Array, total_steps: jax.Array, cosine: jax.Array,
+                  lr_decay_steps: jax.Array, lr_decay_rate: jax.Array) -> jax.Array:
+  """The learning rate after `count` updates.
+
+  lr, times lr_decay_rate for each step of `lr_decay_steps` reached (the arithmetic of
+  `optax.piecewise_constant_schedule`), times ½(1 + cos(π·min(t, T)/T)) when `cosine` (that of
+  `optax.cosine_decay_schedule(lr, T)`).
+  """
+  rate = lr
+  for i in range(lr_decay_steps.shape[0]):
+    indicator = jnp.maximum(0.0, jnp.sign(lr_decay_steps[i] - count))
+    rate = rate * indicator + (1 - indicator) * lr_decay_rate * rate
+  total = total_steps.astype(jnp.float32)
+  t = jnp.minimum(count.astype(jnp.float32), total)
+  return rate * jnp.where(cosine, 0.5 * (1.0 + jnp.cos(jnp.pi * t / total)), 1.0)
+
+
+def _transformation(lr, momentum, weight_decay, total_steps, cosine, lr_decay_steps,
+                    lr_decay_rate, l1, proximal, *, kind: str, anchored: bool,
+                    sparse: bool) -> optax.GradientTransformation:
+  """The optax chain of one optimiser kind, for `optax.inject_hyperparams`.
+
+  In order: the proximal pull (only when `anchored`), the decaying ℓ1 subgradient (only when
+  `sparse`), L2 weight decay added to the gradient (sgd, adam: torch's `weight_decay`), the
+  momentum trace (sgd) or Adam's scaling, decoupled weight decay (adamw), and
+  −learning_rate(t). The two optional terms are left out, not zeroed, when unused: θ_start is a
+  copy of the parameters, and even a zero term changes how XLA fuses (and rounds) Adam's update.
+  """
+  terms = [add_proximal(proximal)] if anchored else []
+  if sparse:
+    terms.append(add_decaying_l1(l1, total_steps))
+  if kind != "adamw":
+    terms.append(optax.add_decayed_weights(weight_decay))
+  terms.append(optax.trace(decay=momentum) if kind == "sgd" else optax.scale_by_adam())
+  if kind == "adamw":
+    terms.append(optax.add_decayed_weights(weight_decay))
+  terms.append(optax.scale_by_schedule(lambda count: -learning_rate(
+      count, lr, total_steps, cosine, lr_decay_steps, lr_decay_rate)))
+  return optax.chain(*terms)
+
+
+_inject = optax.inject_hyperparams(_transformation, static_args=("kind", "anchored", "sparse"),
+                                   hyperparam_dtype=jnp.float32)
+
+
+# The decay step of a recipe without one (orbax cannot save an empty array): never reached, and
+# rate·1 + 0·rate_decay·rate = rate exactly.
+_NEVER = np.iinfo(np.int32).max
+
+
+def _settings(kind: str = "sgd", lr: float = 0.0, total_steps: int = 1, *,
+              momentum: float = 0.0, weight_decay: float = 0.0, schedule: str = "constant",
+              lr_decay_steps=(), lr_decay_rate: float = 1.0, l1: float = 0.0,
+              proximal: float = 0.0) -> dict[str, Any]:
+  """Every argument of `_inject`, in the types that make each setting a state array."""
+  if kind not in OPTIMIZERS:
+    raise ValueError(f"optimizer={kind!r}: must be one of {', '.join(OPTIMIZERS)}")
+  if schedule not in SCHEDULES:
+    raise ValueError(f"schedule={schedule!r}: must be one of {', '.join(SCHEDULES)}")
+  # numpy arrays give strongly typed state arrays (a Python int gives a weakly typed one, and a
+  # restored checkpoint a strong one: the resumed run would compile its step again).
+  real = lambda value: np.asarray(float(value), np.float32)
+  return dict(kind=kind, anchored=float(proximal) != 0.0, sparse=float(l1) != 0.0, lr=real(lr),
+              momentum=real(momentum if kind == "sgd" else 0.0),
+              weight_decay=real(weight_decay),
+              total_steps=np.asarray(max(int(total_steps), 1), np.int32),
+              cosine=np.asarray(schedule == "cosine"),
+              lr_decay_steps=np.asarray(sorted(int(s) for s in lr_decay_steps) or [_NEVER],
+                                        np.int32),
+              lr_decay_rate=real(lr_decay_rate), l1=real(l1), proximal=real(proximal))
+
+
+# One transformation per kind (with or without the proximal and ℓ1 terms), whatever its
+# settings: its `update` reads every setting from the state. The placeholder values are unused.
+_SHARED = {(kind, anchored, sparse): _inject(**_settings(kind, proximal=float(anchored),
+                                                         l1=float(sparse)))
+           for kind in OPTIMIZERS for anchored in (False, True) for sparse in (False, True)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """An optimiser recipe: the transformation `tx` its kind shares, and its `settings`.
+
+  `init` puts the settings in the optimiser state (`optax.inject_hyperparams`), where
+  `tx.update` reads them. `TrainState.with_optimizer` keeps `tx` as the state's static part, so
+  states of one model under any recipe of a kind (learning rate, momentum, weight decay,
+  schedule, run length, ℓ1 or proximal weight) are one structure to `jax.jit`: one compiled
+  train step serves the reference models and the methods alike.
+  """
+  tx: optax.GradientTransformationExtraArgs
+  settings: dict[str, Any]
+
+  def init(self, params: optax.Params) -> optax.OptState:
+    """The initial optimiser state, with this recipe's settings in `hyperparams`."""
+    return _inject(**self.settings).init(params)
+
+  @property
+  def update(self) -> Callable:
+    """The shared update (settings come from the state)."""
+    return self.tx.update
+
+
+def make_optimizer(name: str, lr: float, total_steps: int = 1, *, momentum: float = 0.9,
+                   weight_decay: float = 0.0, schedule: str = "constant",
+                   lr_decay_steps=(), lr_decay_rate: float = 1.0, l1: float = 0.0,
+                   proximal: float = 0.0) -> Optimizer:
+  """The project's optimiser: SGD with momentum, Adam with L2 decay, or AdamW.
+
+  Args:
+    name: 'sgd' (heavy-ball momentum, torch's `SGD`), 'adam' (weight decay added to the
+      gradient, torch's `Adam`) or 'adamw' (decoupled weight decay).
+    lr: the peak learning rate.
+    total_steps: the run's length T: the cosine schedule's horizon and the ℓ1 weight's.
+    momentum: sgd's momentum (ignored by adam and adamw).
+    weight_decay: L2 weight, added to the gradient (sgd, adam) or to the update (adamw).
+    schedule: 'constant', or 'cosine' (decays to 0 over `total_steps`).
+    lr_decay_steps: steps after which the learning rate is multiplied by `lr_decay_rate`
+      (a step decay, e.g. at epoch boundaries). Their values live in the state, their number
+      is the shape of a state array: recipes with other numbers of decays compile apart.
+    lr_decay_rate: the factor of each such decay.
+    l1: the weight of an ℓ1 penalty, decayed linearly to 0 over `total_steps`, whose
+      subgradient is added to the gradient first (before the weight decay).
+    proximal: λ of a pull (λ/2)·||θ − θ_start||² towards the parameters the optimiser started
+      from (added to the gradient before everything else); 0: none (nor its copy of θ).
+
+  Returns:
+    An `Optimizer`. Every setting lives in the optimiser state; recipes of one kind share
+    `tx`, hence one compiled step. A kind is the optimiser name and whether `proximal` and
+    `l1` are non-zero (their terms are left out of the other kinds).
+  """
+  settings = _settings(name, lr, total_steps, momentum=momentum, weight_decay=weight_decay,
+                       schedule=schedule, lr_decay_steps=lr_decay_steps,
+                       lr_decay_rate=lr_decay_rate, l1=l1, proximal=proximal)
+  return Optimizer(_SHARED[settings["kind"], settings["anchored"], settings["sparse"]], settings)
+
+
+def optimizer_from_config(train_config, total_steps: int) -> Optimizer:
+  """The optimiser of a `config.train` section (optimizer, lr, momentum, weight_decay,
+  schedule) for a run of `total_steps`."""
   return make_optimizer(train_config.optimizer, float(train_config.lr), int(total_steps),
                         momentum=float(train_config.momentum),
                         weight_decay=float(train_config.weight_decay),
@@ -185,17 +278,17 @@ def _jit_init(model: flax.linen.Module, rng: jax.Array, images: jax.Array) -> di
 
 
 def create_state(model: flax.linen.Module, rng: jax.Array, image_shape: tuple[int, ...],
-                 tx: optax.GradientTransformation | None = None) -> TrainState:
+                 tx: "optax.GradientTransformation | Optimizer | None" = None) -> TrainState:
   """Initialises parameters (and BatchNorm statistics) for images of `image_shape` (H, W, C).
 
   Without `tx` the state carries a no-op optimiser; `with_optimizer` sets the real one.
   """
-  tx = optax.identity() if tx is None else tx
   variables = _jit_init(model, rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32))
-  params = variables["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                    apply_fn=model.apply, tx=tx)
+  identity = optax.identity()
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                     batch_stats=variables.get("batch_stats", {}), opt_state=identity.init(None),
+                     apply_fn=model.apply, tx=identity)
+  return state if tx is None else state.with_optimizer(tx)
 
 
 def to_float(images: jax.Array) -> jax.Array:

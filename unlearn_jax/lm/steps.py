@@ -39,7 +39,8 @@ def _jit_init(model: flax.linen.Module, rng: jax.Array, max_len: int) -> dict:
 
 
 def create_state(model: flax.linen.Module, rng: jax.Array, max_len: int,
-                 tx: optax.GradientTransformation | None = None) -> train.TrainState:
+                 tx: optax.GradientTransformation | train.Optimizer | None = None
+                 ) -> train.TrainState:
   """Initialises a language model's parameters for sequences of up to `max_len` tokens.
 
   Args:
@@ -51,10 +52,11 @@ def create_state(model: flax.linen.Module, rng: jax.Array, max_len: int,
   Returns:
     A `train.TrainState` at step 0 (no BatchNorm statistics).
   """
-  tx = optax.identity() if tx is None else tx
-  params = _jit_init(model, rng, int(max_len))["params"]
-  return train.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
-                          opt_state=tx.init(params), apply_fn=model.apply, tx=tx)
+  identity = optax.identity()
+  state = train.TrainState(step=jnp.zeros((), jnp.int32),
+                           params=_jit_init(model, rng, int(max_len))["params"], batch_stats={},
+                           opt_state=identity.init(None), apply_fn=model.apply, tx=identity)
+  return state if tx is None else state.with_optimizer(tx)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,27 +116,6 @@ def mean_nll(logprob_sum: jax.Array, num_tokens: jax.Array) -> jax.Array:
 # Training.
 
 
-def make_optimizer(name: str, lr: float, total_steps: int, *, momentum: float = 0.9,
-                   weight_decay: float = 0.0,
-                   schedule: str = "constant") -> optax.GradientTransformation:
-  """`train.make_optimizer` with the arguments an optimiser ignores put in canonical form.
-
-  A constant schedule ignores the step count and adam/adamw ignore momentum; dropping them from
-  the cache key makes equal optimisers one object. The optimiser is a static part of the state,
-  so runs of different lengths (original, retrain, clean, the methods) then share one compiled
-  step instead of compiling their own.
-  """
-  return train.make_optimizer(name, float(lr), int(total_steps) if schedule != "constant" else 0,
-                              momentum=float(momentum) if name == "sgd" else 0.0,
-                              weight_decay=float(weight_decay), schedule=schedule)
-
-
-def optimizer_from_recipe(recipe, total_steps: int) -> optax.GradientTransformation:
-  """The optimiser of a `config.train` recipe (see `make_optimizer`)."""
-  return make_optimizer(recipe.optimizer, recipe.lr, total_steps, momentum=recipe.momentum,
-                        weight_decay=recipe.weight_decay, schedule=recipe.schedule)
-
-
 def forward(state: train.TrainState, params: Any, tokens: jax.Array,
             rng: jax.Array) -> jax.Array:
   """Train-mode logits (dropout active, keyed by `rng`) of `tokens` under `params`."""
@@ -192,7 +173,7 @@ def train_from_scratch(init_state: train.TrainState, data: Arrays, recipe, seed:
   batch_size = parallel.round_up(int(recipe.batch_size), mesh)
   sampler = pipeline.EpochSampler(data, batch_size, seed, keys=BATCH_KEYS)
   num_steps = int(recipe.epochs) * sampler.steps_per_epoch
-  state = init_state.with_optimizer(optimizer_from_recipe(recipe, num_steps))
+  state = init_state.with_optimizer(train.optimizer_from_config(recipe, num_steps))
   return train.fit(state, sampler.batch, num_steps, name=name, mesh=mesh, seed=seed,
                    checkpoint_dir=checkpoint_dir, checkpoint_every=recipe.checkpoint_every,
                    log_every=recipe.log_every, writer=writer, step_fn=jit_train_step)

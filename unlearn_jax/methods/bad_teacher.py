@@ -16,8 +16,8 @@ Details from the authors' code (`CIFARSuper20_Rocket_Unlearn.ipynb`, and the sam
 the SSD authors' re-run, github.com/if-loops/selective-synaptic-dampening `blindspot`):
 30% of the retained data, one epoch, batch 256, Adam at lr 1e-4 without weight decay (their
 `torch.optim.Adam(model.parameters(), lr=...)`; the paper's code says otherwise than the 5e-4 of
-the other image methods' recipe, so this module builds its own optimiser, `_adam`, rather than
-taking `common.run_sgd`'s), T = 1, student in training mode and teachers in evaluation mode.
+the other image methods' recipe, so this module passes its own optimiser (Adam, no decay) rather
+than taking `common.run_sgd`'s), T = 1, student in training mode and teachers in evaluation mode.
 Their `F.kl_div` default reduction divides the summed KL by batch × classes; we average over the
 batch only (KL summed over classes). The two differ by the constant factor `num_classes`,
 which Adam's update does not see (up to its epsilon).
@@ -34,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from unlearn_jax import config as config_lib
 from unlearn_jax import train
@@ -95,12 +94,6 @@ def unlearning_data(data, fraction: float) -> dict[str, np.ndarray]:
   return {"image": images, "label": flags}
 
 
-@functools.cache
-def _adam(lr: float) -> optax.GradientTransformation:
-  """Cached, so equal settings share one optimiser object and hence one compiled step."""
-  return optax.adam(lr)
-
-
 def unlearn(state, data, config, rng):
   """Distils the competent teacher on retained rows and a random-init teacher on T."""
   cfg = config.unlearn.bad_teacher
@@ -111,7 +104,7 @@ def unlearn(state, data, config, rng):
   step_fn = functools.partial(jit_bad_teacher_step, competent=state.variables(),
                               incompetent=incompetent.variables(),
                               temperature=float(cfg.temperature))
-  tx = _adam(float(cfg.lr))
+  tx = train.make_optimizer("adam", float(cfg.lr))  # Adam, no weight decay (see above)
   state, info = common.run_sgd(state, sampler.batch, num_steps, cfg.lr, data, "bad_teacher",
                                config, step_fn=step_fn, tx=tx)
   info.update(forget_examples=int(mixed["label"].sum()),

@@ -23,7 +23,7 @@ from unlearn_jax import train
 def run_sgd(state: train.TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]],
             num_steps: int, lr: float, data, name: str, config, momentum: float = 0.9,
             step_fn: Callable | None = None,
-            tx: optax.GradientTransformation | None = None,
+            tx: optax.GradientTransformation | train.Optimizer | None = None,
             weight_decay: float | None = None) -> tuple[train.TrainState, dict]:
   """Runs `num_steps` steps from `state` with a fresh optimiser (default: SGD, constant lr).
 

@@ -17,8 +17,9 @@ Their optimiser is SGD with momentum 0.9 and weight decay 5e-4 (unlearn/impl.py,
 here the weight decay is the study's `config.train.weight_decay` (5e-4 by default).
 
 How it runs here: the penalty's (sub)gradient gamma_t·sign(θ) and the weight decay wd·θ are added
-to the cross-entropy gradient by optax transformations placed before SGD (the order of torch's
-SGD), so the shared weighted cross-entropy step runs unchanged; the logged loss is the
+to the cross-entropy gradient, in that order, before SGD (the order of torch's SGD), by the
+optimiser's `l1` term and weight decay (`train.make_optimizer`; gamma and T live in the optimiser
+state), so the shared weighted cross-entropy step runs unchanged; the logged loss is the
 cross-entropy, and `info` reports ||θ||_1 before and after.
 
 Defaults and cost: the authors fine-tune for 10 epochs at lr 0.01 and tune gamma per setting.
@@ -31,15 +32,12 @@ pressure that does not swamp the retain loss. Config: `config.unlearn.l1_sparse`
 
 from __future__ import annotations
 
-import functools
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from unlearn_jax import config as config_lib
+from unlearn_jax import train
 from unlearn_jax.data import pipeline
 from unlearn_jax.methods import common
 
@@ -66,34 +64,12 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
                             high_open=True)
 
 
-class L1State(NamedTuple):
-  """Number of updates done (drives the linear decay of gamma)."""
-  count: jax.Array
-
-
-def add_decaying_l1(gamma: float, total_steps: int) -> optax.GradientTransformation:
-  """Adds gamma_t · sign(θ), the subgradient of gamma_t·||θ||_1, gamma_t = gamma·(1 - t/T)."""
-
-  def init(params):
-    del params
-    return L1State(count=jnp.zeros((), jnp.int32))
-
-  def update(updates, state, params=None):
-    strength = gamma * jnp.maximum(1.0 - state.count / total_steps, 0.0)
-    updates = jax.tree.map(lambda g, p: g + strength * jnp.sign(p), updates, params)
-    return updates, L1State(count=state.count + 1)
-
-  return optax.GradientTransformation(init, update)
-
-
-@functools.lru_cache(maxsize=None)
 def make_optimizer(lr: float, momentum: float, gamma: float, total_steps: int,
-                   weight_decay: float = 0.0) -> optax.GradientTransformation:
-  """The decaying ℓ1 subgradient and L2 weight decay, then SGD; cached so equal settings share
-  one compiled step."""
-  return optax.chain(add_decaying_l1(gamma, max(total_steps, 1)),
-                     optax.add_decayed_weights(weight_decay),
-                     optax.sgd(lr, momentum=momentum or None))
+                   weight_decay: float = 0.0) -> train.Optimizer:
+  """SGD on the gradient plus gamma_t·sign(θ) (gamma_t = gamma·(1 - t/T), the subgradient of
+  gamma_t·||θ||_1) plus weight_decay·θ, in that order (`train.make_optimizer`'s `l1`)."""
+  return train.make_optimizer("sgd", lr, total_steps, momentum=momentum,
+                              weight_decay=weight_decay, l1=gamma)
 
 
 def l1_norm(params) -> float:

@@ -14,8 +14,9 @@ over the retain batches.
 How it runs here: the two means are one call of the shared weighted cross-entropy step
 (`train.weighted_cross_entropy`, sum(w·ce) / sum(|w|)): real retain rows weigh alpha / n_retain,
 real forget rows -(1 - alpha) / n_forget, so sum(|w|) = 1 and the step's loss is exactly the
-objective above. The proximal gradient alpha·proximal·(θ - θ_original) is added by a small optax
-transformation that keeps θ_original in its state (so it is checkpointed and resumed with it).
+objective above. The proximal gradient alpha·proximal·(θ - θ_original) is the optimiser's
+`proximal` term (`train.make_optimizer`), which keeps θ_original in the optimiser state (so it is
+checkpointed and resumed with it).
 The optimiser has no weight decay towards 0: the authors' `negative_grad` builds
 `SGD(lr, weight_decay=0.0)`, the proximal pull taking its place; the study's
 `config.train.weight_decay` is therefore not used here.
@@ -32,14 +33,8 @@ Config: `config.unlearn.neggrad_plus`.
 
 from __future__ import annotations
 
-import functools
-from typing import NamedTuple
-
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from unlearn_jax import config as config_lib
 from unlearn_jax import train
@@ -72,35 +67,6 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
                             high_open=True)
 
 
-class ProximalState(NamedTuple):
-  """The parameters the optimiser started from (θ_original)."""
-  start: optax.Params
-
-
-def pull_to_start(strength: float) -> optax.GradientTransformation:
-  """Adds strength·(θ - θ_start) to the gradient: the gradient of (strength/2)·||θ - θ_start||².
-
-  θ_start is the parameters passed to `init` (copied, so donating the state is safe).
-  """
-
-  def init(params):
-    return ProximalState(start=jax.tree.map(lambda p: jnp.array(p, copy=True), params))
-
-  def update(updates, state, params=None):
-    updates = jax.tree.map(lambda g, p, s: g + strength * (p - s), updates, params, state.start)
-    return updates, state
-
-  return optax.GradientTransformation(init, update)
-
-
-@functools.lru_cache(maxsize=None)
-def make_optimizer(lr: float, momentum: float, strength: float) -> optax.GradientTransformation:
-  """SGD with the proximal pull; cached so equal settings share one compiled step."""
-  if strength == 0:
-    return train.make_optimizer("sgd", lr, 0, momentum=momentum)
-  return optax.chain(pull_to_start(strength), optax.sgd(lr, momentum=momentum or None))
-
-
 def weigh(batch: dict[str, np.ndarray], total: float) -> dict[str, np.ndarray]:
   """Rescales the batch weights so the real rows (weight ≠ 0) share `total` equally."""
   weight = batch["weight"]
@@ -123,7 +89,8 @@ def unlearn(state, data, config, rng):
 
   num_steps = retain.steps_for(cfg.epochs)
   # The proximal term sits inside alpha·[...], so its gradient weighs alpha·λ.
-  tx = make_optimizer(float(cfg.lr), float(cfg.momentum), alpha * float(cfg.proximal))
+  tx = train.make_optimizer("sgd", float(cfg.lr), num_steps, momentum=float(cfg.momentum),
+                            proximal=alpha * float(cfg.proximal))
   state, info = common.run_sgd(state, batch_fn, num_steps, cfg.lr, data, "neggrad_plus", config,
                                tx=tx)
   info.update(alpha=alpha)

@@ -152,26 +152,14 @@ def plan(epochs: int, msteps: int, forget_steps: int,
   return steps, starts
 
 
-def _optimizer(cfg, epoch_starts: list[int]) -> optax.GradientTransformation:
+def _optimizer(cfg, epoch_starts: list[int], total_steps: int = 1) -> train.Optimizer:
   """Adam or SGD with coupled L2 and the authors' step decay at epoch boundaries."""
-  boundaries = {}
-  for epoch in sorted({int(e) for e in config_lib.as_tuple(cfg.lr_decay_epochs)}):
-    if epoch < len(epoch_starts):  # decay takes effect when epoch `epoch + 1` starts
-      boundaries[epoch_starts[epoch]] = float(cfg.lr_decay_rate)
-  return make_optimizer(cfg.optimizer, float(cfg.lr), tuple(sorted(boundaries.items())),
-                        float(cfg.momentum), float(cfg.weight_decay))
-
-
-@functools.cache
-def make_optimizer(name: str, lr: float, boundaries: tuple[tuple[int, float], ...],
-                   momentum: float, weight_decay: float) -> optax.GradientTransformation:
-  """Cached, so equal settings share one optimiser object and hence one compiled step."""
-  schedule = optax.piecewise_constant_schedule(lr, dict(boundaries))
-  if name == "adam":
-    base = optax.adam(schedule)
-  else:
-    base = optax.sgd(schedule, momentum=momentum or None)
-  return optax.chain(optax.add_decayed_weights(weight_decay), base)
+  decay_steps = [epoch_starts[epoch]
+                 for epoch in sorted({int(e) for e in config_lib.as_tuple(cfg.lr_decay_epochs)})
+                 if epoch < len(epoch_starts)]  # decay takes effect when epoch `epoch + 1` starts
+  return train.make_optimizer(cfg.optimizer, float(cfg.lr), total_steps,
+                              momentum=float(cfg.momentum), weight_decay=float(cfg.weight_decay),
+                              lr_decay_steps=decay_steps, lr_decay_rate=float(cfg.lr_decay_rate))
 
 
 def unlearn(state, data, config, rng):
@@ -193,7 +181,7 @@ def unlearn(state, data, config, rng):
   step_fn = functools.partial(jit_scrub_step, teacher=state.variables(),
                               temperature=float(cfg.temperature))
   state, info = common.run_sgd(state, batch_fn, len(steps), cfg.lr, data, "scrub", config,
-                               step_fn=step_fn, tx=_optimizer(cfg, epoch_starts))
+                               step_fn=step_fn, tx=_optimizer(cfg, epoch_starts, len(steps)))
   info.update(max_steps=sum(kind == "max" for kind, _ in steps),
               min_steps=sum(kind == "min" for kind, _ in steps))
   return state, info

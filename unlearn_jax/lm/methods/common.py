@@ -186,10 +186,10 @@ def batch_size_for(requested: int, num: int, mesh: jax.sharding.Mesh) -> int:
 def optimizer(cfg) -> optax.GradientTransformation:
   """AdamW at a constant `cfg.lr` with decoupled weight decay `cfg.weight_decay`.
 
-  One object per (lr, weight decay), shared with equal training recipes (`steps.make_optimizer`),
-  so such runs share one compiled step.
+  The project's optimiser (`train.make_optimizer`): its settings live in the optimiser state,
+  so every such run shares the training recipe's compiled step.
   """
-  return steps.make_optimizer("adamw", float(cfg.lr), 0, weight_decay=float(cfg.weight_decay))
+  return train.make_optimizer("adamw", float(cfg.lr), weight_decay=float(cfg.weight_decay))
 
 
 def run(state: train.TrainState, batch_fn, num_steps: int, tx: optax.GradientTransformation,
