@@ -10,14 +10,14 @@ import jax
 import numpy as np
 import pytest
 
-from unlearn_jax import defaults, ensemble, models, parallel, train
+from unlearn_jax import defaults, ensemble, models, parallel, recipe, train
 
 
 def _recipe(epochs=2, batch_size=16):
-  recipe = defaults.base_config().train
-  recipe.epochs, recipe.batch_size, recipe.log_every = epochs, batch_size, 1000
-  recipe.checkpoint_every = 3
-  return recipe
+  train_config = defaults.base_config().train
+  train_config.epochs, train_config.batch_size, train_config.log_every = epochs, batch_size, 1000
+  train_config.checkpoint_every = 3
+  return train_config
 
 
 def _data(n, seed):
@@ -34,10 +34,10 @@ MEMBERS = [ensemble.Member(_data(40, 0), 0), ensemble.Member(_data(44, 1), 7),
            ensemble.Member(_data(70, 2), 3), ensemble.Member(_data(40, 0), 5)]
 
 
-def _alone(member, recipe):
-  state, _ = train.train_from_scratch(
-      train.create_state(MODEL, ensemble.init_key(member.seed), (6, 6, 1)), member.data, recipe,
-      member.seed, name="alone", mesh=MESH)
+def _alone(member, train_config):
+  """The member trained alone from its recipe, as the study trains a reference model."""
+  state, _ = recipe.fit(member, lambda key: train.create_state(MODEL, key, (6, 6, 1)),
+                        train_config, mesh=MESH)
   return state
 
 
@@ -80,9 +80,9 @@ def test_several_steps_per_call_give_the_same_models(trained, monkeypatch):
   scan = ensemble._jit_ensemble_steps  # pylint: disable=protected-access
   monkeypatch.setattr(ensemble, "_jit_ensemble_steps",
                       lambda *args: calls.append(1) or scan(*args))
-  recipe = _recipe()
-  recipe.steps_per_call = 2  # checkpoint_every=3: calls of 2 and of 1 step around the saves
-  scanned, info = ensemble.train_ensemble(MODEL, MEMBERS, recipe, image_shape=(6, 6, 1),
+  train_config = _recipe()
+  train_config.steps_per_call = 2  # checkpoint_every=3: calls of 2 and of 1 step around the saves
+  scanned, info = ensemble.train_ensemble(MODEL, MEMBERS, train_config, image_shape=(6, 6, 1),
                                           mesh=MESH, name="scan", vectorize=True)
   assert info["vectorized"] and calls  # some calls ran several steps
   for a, b in zip(states, scanned):

@@ -5,9 +5,13 @@ import subprocess
 import sys
 
 import ml_collections
+import pytest
 
-from unlearn_jax import defaults
+from unlearn_jax import api, defaults, study
+from unlearn_jax import config as config_lib
+from unlearn_jax import main as main_lib
 from unlearn_jax.lm import defaults as lm_defaults
+from unlearn_jax.lm import study as lm_study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,6 +91,70 @@ def test_config_help_of_a_language_model_config_lists_its_fields():
   entries = _help_entries(result.stdout)
   assert set(_leaves(lm_defaults.base_config())) <= set(entries)
   assert entries["qa.similar_per_target"] == "|S(t)|: paraphrases of each target in D."
+
+
+def _write_config(directory, name: str, text: str) -> str:
+  path = directory / name
+  path.write_text(text)
+  return str(path)
+
+
+QA, MNIST = (os.path.join(ROOT, "configs", name) for name in ("sed_qa.py", "sed_mnist.py"))
+# A language-model config whose text never names the LM package: it builds on configs/sed_qa.py.
+QA_ON_TOP = f"""
+from unlearn_jax import api
+
+def get_config(arg=None):
+  config = api.load_config({QA!r} + (":" + arg if arg else ""))
+  config.seeds = (0, 1)
+  return config
+"""
+# An image config that mentions the LM package in a comment only.
+IMAGE_WITH_COMMENT = f"""
+# Unlike unlearn_jax.lm (configs/sed_qa.py), this is an image study.
+from unlearn_jax import api
+
+def get_config(arg=None):
+  return api.load_config({MNIST!r} + (":" + arg if arg else ""))
+"""
+
+
+def test_the_track_comes_from_the_config_field_not_the_file_text(tmp_path):
+  qa = _write_config(tmp_path, "my_qa.py", QA_ON_TOP)
+  image = _write_config(tmp_path, "my_mnist.py", IMAGE_WITH_COMMENT)
+  assert "unlearn_jax.lm" not in open(qa).read() and "unlearn_jax.lm" in open(image).read()
+  assert main_lib.RUNNERS[main_lib.track(api.load_config(qa + ":runlocal"))] is lm_study.run
+  assert main_lib.RUNNERS[main_lib.track(api.load_config(image))] is study.run
+  # Before the flags parse: --config_help and an unknown override use the file's track.
+  entries = _help_entries(_main(f"--config={qa}:runlocal", "--config_help").stdout)
+  assert "qa.similar_per_target" in entries and "sed.ratio" not in entries
+  entries = _help_entries(_main(f"--config={image}", "--config_help").stdout)
+  assert "sed.ratio" in entries and "qa.similar_per_target" not in entries
+  result = _main(f"--config={qa}", f"--workdir={tmp_path / 'wd'}", "--config.qa.similar_per=1")
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: config.qa.similar_per: unknown field; valid fields of config.qa")
+  assert "similar_per_target" in last
+  result = _main(f"--config={image}", f"--workdir={tmp_path / 'wd'}", "--config.qa.x=1")
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: config.qa: unknown field") and "sed" in last
+
+
+def test_an_unknown_track_is_a_one_line_error(tmp_path):
+  path = _write_config(tmp_path, "audio.py", IMAGE_WITH_COMMENT + """
+_load = get_config
+
+def get_config(arg=None):
+  config = _load(arg)
+  config.track = "audio"
+  return config
+""")
+  config = api.load_config(path)
+  with pytest.raises(config_lib.ConfigError, match="unknown track"):
+    main_lib.track(config)
+  workdir = tmp_path / "wd"
+  result = _main(f"--config={path}", f"--workdir={workdir}")
+  assert result.returncode == 1 and not workdir.exists()
+  assert result.stderr.strip().splitlines()[-1].startswith("error: config.track='audio'")
 
 
 def test_bad_value_exits_with_the_field_and_writes_nothing_else(tmp_path):

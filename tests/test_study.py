@@ -111,7 +111,7 @@ def test_steps_per_call_trains_the_same_reference(tfds_data_dir, tmp_path, monke
     config.train.log_every = config.train.checkpoint_every = 1000
     config.train.steps_per_call = steps_per_call
     context = study.build_context(config, str(tmp_path / f"steps_per_call_{steps_per_call}"))
-    state, _ = study.train_reference(context, "clean", context.sed.rest, 0, 0)
+    state, _ = study.train_reference(context, "clean", 0)
     assert int(state.step) > 4  # several calls of 4 steps (and a remainder)
     params[steps_per_call] = jax.device_get(state.params)
   assert asked == [1, 4]

@@ -6,8 +6,9 @@ per-step dispatch and for small matrix products that leave the cores idle; here 
 states are stacked along a leading axis and `train.train_step` is `vmap`-ed over it, so one call
 advances every member by one step.
 
-Member k is the model `train.train_from_scratch` would give on `data_k` with seed `seed_k` (same
-initialisation key, same batch order, same per-step randomness); the tests check this to float
+Member k is a `recipe.Recipe` (LiRA's members: `recipe.lira`): the model
+`train.train_from_scratch` would give on its data with its seed (same initialisation key
+`recipe.init_key`, same batch order, same per-step randomness); the tests check this to float
 tolerance. Members whose runs have different lengths are trained in separate groups (a member
 cannot take a step the others skip without its optimiser state drifting).
 
@@ -19,7 +20,6 @@ over the members of convolutional models on CPU and vmaps everything else.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from typing import Any, Sequence
@@ -31,20 +31,14 @@ import numpy as np
 from absl import logging
 
 from unlearn_jax import parallel, train
+from unlearn_jax import recipe as recipe_lib
 from unlearn_jax.data import pipeline
 from unlearn_jax.utils import MetricWriter
 
 
-@dataclasses.dataclass(frozen=True)
-class Member:
-  """One model of an ensemble: its training data (image, label) and its seed."""
-  data: dict[str, np.ndarray]
-  seed: int
-
-
-def init_key(seed: int) -> jax.Array:
-  """The initialisation key of a model trained with `seed` (the study's reference models too)."""
-  return jax.random.fold_in(jax.random.key(seed), 1)
+# One model of an ensemble: its training data (image, label) and its seed (`Member(data, seed)`).
+Member = recipe_lib.Recipe
+init_key = recipe_lib.init_key
 
 
 def stack(states: Sequence[train.TrainState]) -> train.TrainState:
@@ -131,7 +125,7 @@ def train_ensemble(model: flax.linen.Module, members: Sequence[Member], recipe, 
                           "vectorized": True}
   for num_steps, indices in sorted(groups.items()):
     tx = train.optimizer_from_config(recipe, num_steps)
-    stacked = stack([train.create_state(model, init_key(int(members[k].seed)), image_shape, tx)
+    stacked = stack([train.create_state(model, members[k].init_key, image_shape, tx)
                      for k in indices])
     member_keys = jax.device_put(jnp.stack([jax.random.key(int(members[k].seed))
                                             for k in indices]), parallel.replicated(mesh))
@@ -178,7 +172,7 @@ def _train_loop(model, members, recipe, *, image_shape, mesh, name, checkpoint_d
   for k, member in enumerate(members):
     directory = os.path.join(checkpoint_dir, f"member_{k}") if checkpoint_dir else None
     state, member_info = train.train_from_scratch(
-        train.create_state(model, init_key(int(member.seed)), image_shape), member.data, recipe,
+        train.create_state(model, member.init_key, image_shape), member.data, recipe,
         int(member.seed), name=f"{name} model {k + 1}/{len(members)}", mesh=mesh,
         checkpoint_dir=directory, writer=writer)
     states.append(state)

@@ -4,12 +4,13 @@
     python -m unlearn_jax.main --config=configs/sed_qa.py[:runlocal] --workdir=/tmp/qa
 
 `--config.<field>=value` overrides one field (e.g. `--config.sed.ratio=0.5`). The binary only
-parses flags and calls `study.run` (image track) or `lm.study.run` (a config with
-`track = 'lm'`), which do the work and return the summary.
+parses flags and calls the runner of the config's `track` field (docs/design.md §2.1):
+`study.run` for 'image' (or no `track` field), `lm.study.run` for 'lm'; they do the work and
+return the summary.
 
 `--config_help` prints every config field with its default and its documentation (the comments
 of `defaults.base_config` and of each method's `default_config()`) and exits; with
-`--config=FILE` of a language-model study, the language-model fields.
+`--config=FILE`, the fields of that file's track (its `get_config` is loaded to read `track`).
 
 Many hosts: run the same command on every host with `--coordinator_address=HOST:PORT
 --num_processes=N --process_id=I` (or on a TPU pod slice / SLURM with `--distributed`, which
@@ -32,8 +33,8 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from unlearn_jax import api, parallel, preemption, study
 from unlearn_jax import config as config_lib
-from unlearn_jax import parallel, preemption, study
 from unlearn_jax.data import sources
 from unlearn_jax.lm import study as lm_study
 
@@ -52,6 +53,23 @@ _CONFIG_HELP = flags.DEFINE_bool(
     "documentation, then exit; with --config=FILE, the fields of that file's track.")
 flags.mark_flags_as_required(["config", "workdir"])
 
+# The runner of each track (`config.track`; a config without the field is an image study).
+RUNNERS: dict[str, Callable[[ml_collections.ConfigDict, str], dict[str, Any]]] = {
+    "image": study.run, "lm": lm_study.run}
+
+
+def track(config: ml_collections.ConfigDict) -> str:
+  """The track of a study config: its `track` field, 'image' when it has none.
+
+  Raises:
+    config_lib.ConfigError: an unknown track.
+  """
+  name = config.get("track", None) or "image"
+  if name not in RUNNERS:
+    raise config_lib.ConfigError(f"config.track={name!r}: unknown track; tracks: "
+                                 f"{', '.join(RUNNERS)}")
+  return name
+
 
 def main(argv):
   if len(argv) > 1:
@@ -62,8 +80,7 @@ def main(argv):
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
   try:
-    runner = lm_study.run if lm_study.is_lm_config(_CONFIG.value) else study.run
-    summary = runner(_CONFIG.value, _WORKDIR.value)
+    summary = RUNNERS[track(_CONFIG.value)](_CONFIG.value, _WORKDIR.value)
   except (config_lib.ConfigError, sources.DatasetNotPreparedError) as error:
     # Bad input is the user's to fix: one line, no traceback, non-zero exit.
     sys.exit(f"error: {error}")
@@ -85,17 +102,33 @@ def parse_flags(argv: list[str]) -> list[str]:
   `--config_help` is answered before parsing (it needs neither --config nor --workdir).
   """
   if any(arg in ("--config_help", "--config_help=true", "--config_help=True") for arg in argv):
-    files = [arg[len("--config="):].split(":", 1)[0] for arg in argv
-             if arg.startswith("--config=")]
-    print(config_help(lm=any(_is_lm_config_file(path) for path in files)))
+    config = _config_of(argv)
+    try:
+      print(config_help(track(config) if config is not None else "image"))
+    except config_lib.ConfigError as error:
+      sys.exit(f"error: {error}")
     sys.exit(0)
   return config_lib.parse_flags_or_exit(argv, _unknown_override)
 
 
-def config_help(lm: bool = False) -> str:
+def _config_of(argv: list[str]) -> ml_collections.ConfigDict | None:
+  """The config that `--config=FILE[:variant]` in `argv` names, loaded as the flag loads it
+  (the file's `get_config(variant)`); None without the flag or when it does not load (the flag
+  parser then reports why)."""
+  specs = [arg[len("--config="):] for arg in argv if arg.startswith("--config=")]
+  if not specs:
+    return None
+  try:
+    return api.load_config(specs[-1])
+  except Exception:  # pylint: disable=broad-except  (a user's file may raise anything)
+    return None
+
+
+def config_help(track_name: str = "image") -> str:
   """Every field of the base config as `config.<path> = <default>`, each followed by its
-  documentation: the comments above and beside its assignment in `base_config()` (image or
-  language-model track) or in its method's `default_config()` (`config.unlearn.<method>`).
+  documentation: the comments above and beside its assignment in `base_config()` of the track
+  ('image' or 'lm') or in the builds of its `SECTIONS`, or in its method's `default_config()`
+  (`config.unlearn.<method>`).
 
   A section (a ConfigDict field) is listed with its own comment before its fields; a field with
   no comment of its own is documented by its section's.
@@ -103,10 +136,13 @@ def config_help(lm: bool = False) -> str:
   from unlearn_jax import defaults  # pylint: disable=g-import-not-at-top
   from unlearn_jax import methods  # pylint: disable=g-import-not-at-top
   from unlearn_jax.lm import defaults as lm_defaults  # pylint: disable=g-import-not-at-top
+  lm = track_name == "lm"
   base_fn = lm_defaults.base_config if lm else defaults.base_config
   package = "unlearn_jax.lm.methods" if lm else methods.__name__
   base = base_fn()
-  docs = field_docs(base_fn)
+  # The fields are assigned in base_config() or in the builds of its module's sections.
+  builds = [build for build, _ in getattr(sys.modules[base_fn.__module__], "SECTIONS", ())]
+  docs = {path: text for fn in [base_fn, *builds] for path, text in field_docs(fn).items()}
   for name in base.unlearn.keys():
     try:
       make = importlib.import_module(f"{package}.{name}").default_config
@@ -196,13 +232,12 @@ def _show(value: Any) -> str:
 
 
 def _unknown_override(argv: list[str]) -> str | None:
-  """Names the first `--config.a.b=...` whose field the base config lacks, listing valid ones."""
+  """Names the first `--config.a.b=...` whose field the `--config` file's config lacks (the image
+  base config when it does not load), listing valid ones."""
   from unlearn_jax import defaults  # pylint: disable=g-import-not-at-top
-  from unlearn_jax.lm import defaults as lm_defaults  # pylint: disable=g-import-not-at-top
-  base = defaults.base_config()
-  if any(_is_lm_config_file(arg[len("--config="):].split(":", 1)[0])
-         for arg in argv if arg.startswith("--config=")):
-    base = lm_defaults.base_config()
+  base = _config_of(argv)
+  if base is None:
+    base = defaults.base_config()
   for arg in argv:
     if not arg.startswith("--config."):
       continue
@@ -215,15 +250,6 @@ def _unknown_override(argv: list[str]) -> str | None:
         return f"{path}.{key}: unknown field; valid fields of {path}: {valid}"
       node, path = node[key], f"{path}.{key}"
   return None
-
-
-def _is_lm_config_file(path: str) -> bool:
-  """A config file that builds on the language-model base config."""
-  try:
-    with open(path) as f:
-      return "unlearn_jax.lm" in f.read()
-  except OSError:
-    return False
 
 
 def run():

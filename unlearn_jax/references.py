@@ -4,61 +4,40 @@ Residue is measured against reference models (docs/design.md §3.4): `original` 
 `retrain` (D \\ T), `clean` (R) and `clean_alt` (R with another seed: the seed-noise floor). A
 user evaluating their own method from a script needs them without running a whole study, and
 they must be the *same* models a study would train, so that numbers from a script and from
-`python -m unlearn_jax.main` can be compared. Hence this module uses the study's recipe
-(`config.train`), its seeds (`clean_alt`: seed + `config.floor_seed_offset`), its initialisation
-key (`fold_in(key(model_seed), 1)`) and `train.train_from_scratch`; given a workdir, checkpoints
-go to the study's place (`WORKDIR/checkpoints/<name>/seed_<seed>`) with the study's config.json and
+`python -m unlearn_jax.main` can be compared. Hence this module trains them from the study's
+own recipes (`recipe.reference`: data, seed — `clean_alt`: seed + `config.floor_seed_offset` —,
+initialisation key and checkpoint folder) with `recipe.fit`; given a workdir, checkpoints go to
+the study's place (`WORKDIR/checkpoints/<name>/seed_<seed>`) with the study's config.json and
 info.json (training time), so training resumes there, a study run in that workdir finds them
 complete, and a workdir made with another config is refused as a study refuses it.
 
 SISA's ensembles have references of their own (`train_sisa`: `sisa_original` on D and
 `sisa_clean` on R, same shards; see methods/sisa.py), built as a study with the `sisa` method
-builds them.
+builds them (`recipe.sisa_references`).
 """
 
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Sequence
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 
-from unlearn_jax import defaults, methods, models, parallel, study, utils
+from unlearn_jax import defaults, models, parallel, recipe, utils
 from unlearn_jax import train as train_lib
+from unlearn_jax import workdir as workdir_lib
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
-from unlearn_jax.methods import sisa
 
-NAMES = ("original", "retrain", "clean", "clean_alt")
-
-
-def training_data(sed: sed_lib.SED, name: str) -> dict[str, np.ndarray]:
-  """The data reference `name` trains on: D, D \\ T, or R (for both clean models).
-
-  Raises:
-    ValueError: `name` is not one of NAMES.
-  """
-  if name == "original":
-    return sed.train
-  if name == "retrain":
-    return sed.retain
-  if name in ("clean", "clean_alt"):
-    return sed.rest
-  raise ValueError(f"unknown reference {name!r}; references: {', '.join(NAMES)}")
-
-
-def model_seed(config: ml_collections.ConfigDict, name: str, seed: int) -> int:
-  """The seed reference `name` trains with: `seed`, or seed + floor_seed_offset for clean_alt."""
-  return int(seed) + (int(config.floor_seed_offset) if name == "clean_alt" else 0)
-
-
-def init_key(model_seed_value: int) -> jax.Array:
-  """The parameter-initialisation key of a model trained with seed `model_seed_value`."""
-  return jax.random.fold_in(jax.random.key(model_seed_value), 1)
+NAMES = recipe.NAMES
+# Where the recipe of each reference is written (unlearn_jax/recipe.py), under the names this
+# module has always offered.
+training_data = recipe.training_data
+model_seed = recipe.model_seed
+init_key = recipe.init_key
+checkpoint_dir = workdir_lib.checkpoint_dir
 
 
 def make_model(config: ml_collections.ConfigDict, num_classes: int | None = None) -> Any:
@@ -80,11 +59,6 @@ def make_model(config: ml_collections.ConfigDict, num_classes: int | None = None
 def _hashable(value: Any) -> Any:
   """Lists (as JSON configs hold them) to tuples: flax modules are hashed as jit static args."""
   return tuple(_hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def checkpoint_dir(workdir: str, name: str, seed: int) -> str:
-  """Where a study keeps model `name` of seed `seed`: WORKDIR/checkpoints/<name>/seed_<seed>."""
-  return os.path.join(workdir, "checkpoints", name, f"seed_{seed}")
 
 
 def train_one(sed: sed_lib.SED, config: ml_collections.ConfigDict, name: str, seed: int = 0, *,
@@ -115,25 +89,20 @@ def train_one(sed: sed_lib.SED, config: ml_collections.ConfigDict, name: str, se
 
 def _train_one(sed, config, name, seed, *, model, workdir, mesh, writer):
   """`train_one` for a prepared workdir (or none)."""
-  data = training_data(sed, name)
+  reference = recipe.reference(sed.train, config, name, seed)
   model = model if model is not None else make_model(config)
   mesh = mesh if mesh is not None else parallel.make_mesh()
-  seed_value = model_seed(config, name, seed)
-  state = train_lib.create_state(model, init_key(seed_value), sed.train["image"].shape[1:])
-  logging.info("reference %s/seed_%d: %d examples", name, seed, len(data["label"]))
-  directory = checkpoint_dir(os.path.abspath(workdir), name, seed) if workdir else None
-  start = time.perf_counter()
-  state, info = train_lib.train_from_scratch(
-      state, data, config.train, seed_value, name=f"{name}/seed_{seed}", mesh=mesh,
-      checkpoint_dir=directory, writer=writer)
-  info["time_s"] = study.record_time(directory, info, time.perf_counter() - start)
-  return state, info
+  image_shape = sed.train["image"].shape[1:]
+  logging.info("reference %s: %d examples", reference.name, len(reference.data["label"]))
+  return recipe.fit(reference, lambda key: train_lib.create_state(model, key, image_shape),
+                    config.train, mesh=mesh, workdir=os.path.abspath(workdir) if workdir else None,
+                    writer=writer)
 
 
 def _prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Validates the config and makes `workdir` a study workdir for it (config.json)."""
   defaults.validate(config)
-  study.prepare_workdir(config, os.path.abspath(workdir))
+  workdir_lib.prepare(config, os.path.abspath(workdir))
 
 
 def train(sed: sed_lib.SED, config: ml_collections.ConfigDict, seed: int = 0, *,
@@ -201,13 +170,9 @@ def train_sisa(sed: sed_lib.SED, config: ml_collections.ConfigDict, seed: int = 
   model = model if model is not None else make_model(config)
   mesh = mesh if mesh is not None else parallel.make_mesh()
   image_shape = sed.train["image"].shape[1:]
-  data = methods.UnlearnData(
-      forget=sed.forget, retain=sed.retain, mesh=mesh, seed=int(seed),
-      num_classes=int(getattr(model, "num_classes", 0)),
-      init_state=lambda key: train_lib.create_state(model, key, image_shape),
-      checkpoint_dir=checkpoint_dir(os.path.abspath(workdir), "sisa", seed) if workdir else None,
+  built = recipe.sisa_references(
+      sed, config, seed, init_state=lambda key: train_lib.create_state(model, key, image_shape),
+      num_classes=int(getattr(model, "num_classes", 0)), mesh=mesh,
+      store=checkpoint_dir(os.path.abspath(workdir), "sisa", seed) if workdir else None,
       writer=writer)
-  methods.method_config(config, "sisa")
-  built = sisa.references(data, config, study.method_rng(seed),
-                          sed.train["id"][sed.train["kind"] != sed_lib.REST])
   return {name: state for name, (state, _) in built.items()}

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
-import shutil
 import time
 import traceback
 from typing import Any, Iterator
@@ -24,22 +22,20 @@ import numpy as np
 from absl import logging
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import defaults, ensemble, methods, models, parallel, preemption, recon_track
-from unlearn_jax import remedy_track
-from unlearn_jax import train, utils
+from unlearn_jax import defaults, ensemble, methods, models, parallel, preemption, recipe
+from unlearn_jax import recon_track, remedy_track, train, utils
+from unlearn_jax import workdir as workdir_lib
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
 from unlearn_jax.evaluate import evaluator, mia, registry
 from unlearn_jax.methods import sisa
 from unlearn_jax.report import tables
 
-# Config fields that may change between runs into the same workdir: they do not affect any
-# checkpoint (methods may be added; their own settings must stay the same). `steps_per_call`
-# changes how steps are dispatched, not their results (and workdirs from before it lack it).
-RERUN_SAFE_FIELDS = ("methods", "data_dir", "train.log_every", "train.checkpoint_every",
-                     "train.steps_per_call", "eval", "overwrite")
-# What a study writes into its workdir (deleted by `overwrite=True`).
-WORKDIR_ENTRIES = ("config.json", "data", "checkpoints", "metrics.jsonl", "report", "recon")
+# Names kept for the LM track (lm/study.py, lm/select_lr.py) and users' scripts.
+RERUN_SAFE_FIELDS = workdir_lib.RERUN_SAFE_FIELDS
+prepare_workdir = workdir_lib.prepare
+record_time = workdir_lib.record_time
+method_rng = recipe.method_rng
 
 
 @dataclasses.dataclass
@@ -63,7 +59,7 @@ class Context:
     return progress_line(self.models_done, self.models_total, self.started)
 
   def checkpoint_dir(self, name: str, seed: int) -> str:
-    return os.path.join(self.workdir, "checkpoints", name, f"seed_{seed}")
+    return workdir_lib.checkpoint_dir(self.workdir, name, seed)
 
   def init_state(self, rng: jax.Array) -> train.TrainState:
     return train.create_state(self.model, rng, self.sed.train["image"].shape[1:])
@@ -131,47 +127,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return summary
 
 
-def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Creates the workdir and writes config.json; refuses a workdir made with another config."""
-  path = os.path.join(workdir, "config.json")
-  resolved = json.loads(config.to_json())
-  if os.path.exists(path):
-    previous = utils.read_json(path)
-    differing = _differing_keys(previous, resolved)
-    # A method added since (its `unlearn.<name>` section is new), or a config section the
-    # workdir's version did not have yet, changes no existing result.
-    new_sections = [f"unlearn.{name}" for name in resolved.get("unlearn", {})
-                    if name not in previous.get("unlearn", {})]
-    new_sections += [name for name in resolved if name not in previous]
-    differing = [k for k in differing if not k.startswith(RERUN_SAFE_FIELDS) and not any(
-        k == section or k.startswith(section + ".") for section in new_sections)]
-    if differing and not config.overwrite:
-      raise config_lib.ConfigError(
-          f"{workdir} holds a study made with a different config (fields: "
-          f"{', '.join(differing)}); use a new --workdir, restore those values, or pass "
-          "--config.overwrite=True to delete its results and start again")
-    if differing and utils.is_main_process():
-      logging.warning("overwrite=True: deleting the results of the old config in %s (%s)",
-                      workdir, ", ".join(differing))
-      for entry in WORKDIR_ENTRIES:
-        target = os.path.join(workdir, entry)
-        if os.path.isdir(target):
-          shutil.rmtree(target)
-        elif os.path.exists(target):
-          os.remove(target)
-  if utils.is_main_process():
-    utils.write_json(path, resolved)
-
-
-def _differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
-  """Dotted paths whose values differ between two JSON trees."""
-  if isinstance(old, dict) and isinstance(new, dict):
-    keys = list(dict.fromkeys(list(old) + list(new)))
-    return [path for key in keys
-            for path in _differing_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
-  return [] if old == new else [prefix.rstrip(".")]
-
-
 def build_context(config: ml_collections.ConfigDict, workdir: str) -> Context:
   """Loads the dataset, builds and saves the SED, and creates the model and the mesh."""
   logging.info("stage: data")
@@ -208,23 +163,17 @@ def probe_margins(config: ml_collections.ConfigDict, workdir: str, train_split: 
   The probe trains with the study's recipe on a random half (seeded by `sed.seed`); the other
   half are the candidates for `sed.selection='atypical'` and get the probe's logit margin
   (low = atypical: the probe, which never saw them, finds them hard). Rows the probe trained on
-  get NaN. The probe is checkpointed under checkpoints/selection/.
+  get NaN. The probe (`recipe.selection_probe`) is checkpointed under checkpoints/selection/.
   """
-  count = len(train_split["label"])
-  order = np.random.default_rng([int(config.sed.seed), 13]).permutation(count)
-  probe_rows, candidate_rows = np.sort(order[:count // 2]), np.sort(order[count // 2:])
-  probe_data = {key: train_split[key][probe_rows] for key in ("image", "label")}
+  probe, candidate_rows = recipe.selection_probe(config, train_split)
   logging.info("stage: selection probe (%d examples; scores %d candidates for atypical "
-               "targets)", len(probe_rows), len(candidate_rows))
-  seed = int(config.sed.seed)
-  state, _ = train.train_from_scratch(
-      train.create_state(model, ensemble.init_key(seed), train_split["image"].shape[1:]),
-      probe_data, config.train, seed, name="selection_probe", mesh=mesh,
-      checkpoint_dir=os.path.join(workdir, "checkpoints", "selection", f"seed_{seed}"),
-      writer=writer)
+               "targets)", len(probe.data["label"]), len(candidate_rows))
+  state, _ = recipe.fit(
+      probe, lambda key: train.create_state(model, key, train_split["image"].shape[1:]),
+      config.train, mesh=mesh, workdir=workdir, writer=writer)
   candidates = {key: train_split[key][candidate_rows] for key in ("image", "label")}
   logits = train.predict(state, candidates, config.eval.batch_size, mesh)
-  margins = np.full(count, np.nan)
+  margins = np.full(len(train_split["label"]), np.nan)
   margins[candidate_rows] = registry.get("margin").score(
       logits, train_split["label"][candidate_rows])
   return margins
@@ -254,12 +203,9 @@ def run_seed(context: Context, seed: int, status: dict[str, str],
              ) -> tuple[dict[str, dict], list[dict]]:
   """Trains the references and runs the methods for one seed; returns records and rows."""
   config, sed = context.config, context.sed
-  reference_data = {"original": (sed.train, seed), "retrain": (sed.retain, seed),
-                    "clean": (sed.rest, seed),
-                    "clean_alt": (sed.rest, seed + config.floor_seed_offset)}
   states, times = {}, {}
-  for name, (data, model_seed) in reference_data.items():
-    states[name], times[name] = train_reference(context, name, data, seed, model_seed)
+  for name in recipe.NAMES:
+    states[name], times[name] = train_reference(context, name, seed)
     context.models_done += 1
 
   names = method_names(config)
@@ -347,12 +293,9 @@ def add_sisa_references(context: Context, seed: int, names, states: dict, times:
                seed, context.progress())
   outcome: dict[str, str] = {}
   with method_status(outcome, "references"):
-    data = methods.UnlearnData(
-        forget=sed.forget, retain=sed.retain, mesh=context.mesh, seed=seed,
-        num_classes=context.num_classes, init_state=context.init_state, checkpoint_dir=store,
-        writer=context.writer, val=sed.test)
-    built = sisa.references(data, context.config, method_rng(seed),
-                            sed.train["id"][sed.train["kind"] != sed_lib.REST])
+    built = recipe.sisa_references(
+        sed, context.config, seed, init_state=context.init_state,
+        num_classes=context.num_classes, mesh=context.mesh, store=store, writer=context.writer)
   if outcome["references"] != "ok":
     for name in runs:
       states.pop(name)
@@ -364,16 +307,11 @@ def add_sisa_references(context: Context, seed: int, names, states: dict, times:
       utils.read_json(run_info)["train_s"] if os.path.exists(run_info)
       else original_info["wall_s"])
   states["sisa_clean"] = clean
-  times["sisa_clean"] = record_time(context.checkpoint_dir("sisa_clean", seed), clean_info,
-                                    clean_info["wall_s"])
+  times["sisa_clean"] = workdir_lib.record_time(context.checkpoint_dir("sisa_clean", seed),
+                                                clean_info, clean_info["wall_s"])
   context.models_done += len(sisa.REFERENCE_NAMES)
   pair = tuple(sisa.REFERENCE_NAMES)
   return {name: pair for name in runs + list(sisa.REFERENCE_NAMES)}
-
-
-def method_rng(seed: int) -> jax.Array:
-  """The PRNG key every method run of seed `seed` gets."""
-  return jax.random.fold_in(jax.random.key(seed), 2)
 
 
 def method_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -410,16 +348,16 @@ def run_remedy(context: Context, name: str, states: dict[str, train.TrainState],
                "|forget|=%d, |retain|=%d; %s)", name, seed, len(rows), removed["precision"],
                removed["recall"], len(forget["label"]), len(retain["label"]), context.progress())
   if base == "retrain":  # the `clean` reference's recipe, seed and checkpoint layout
-    state, time_s = train_reference(context, name, retain, seed, seed)
-    return state, time_s, removed
+    state, info = fit_reference(context, recipe.retrained(name, retain, seed))
+    return state, info["time_s"], removed
   start = time.perf_counter()
   data = methods.UnlearnData(
       forget=forget, retain=retain, mesh=context.mesh, seed=seed,
       num_classes=context.num_classes, init_state=context.init_state,
       checkpoint_dir=directory, writer=context.writer, val=sed.test)
-  state, info = methods.call(base, states["original"], data, config, method_rng(seed))
+  state, info = methods.call(base, states["original"], data, config, recipe.method_rng(seed))
   elapsed = time.perf_counter() - start - float(info.get("train_s", 0.0))
-  return state, record_time(directory, info, elapsed), removed
+  return state, workdir_lib.record_time(directory, info, elapsed), removed
 
 
 def add_remedy_results(context: Context, summary: dict[str, Any],
@@ -462,44 +400,21 @@ def add_remedy_results(context: Context, summary: dict[str, Any],
 def train_lira_references(context: Context) -> evaluator.LiraReferences | None:
   """Trains (or restores) the LiRA reference models and scores the targets and candidates.
 
-  Reference models come in complementary pairs: model 2i trains on R, a random half of the
-  target groups (target + its similar samples) and a random half of the held-out candidates;
-  model 2i+1 on R and the other halves. So every target is IN for exactly half of them.
+  The members (`recipe.lira`) come in complementary pairs, so every target is IN for exactly
+  half of them; they are trained at once (`ensemble.train_ensemble`).
   """
   cfg, sed = context.config.eval.lira, context.sed
   if cfg.num_models == 0:
     return None
-  heldout = lira_candidates(sed, cfg.num_heldout)
-  groups = [np.flatnonzero(sed.train["group"] == t) for t in sed.target_ids]
-  target_in = np.zeros((cfg.num_models, len(groups)), bool)
-  heldout_in = np.zeros((cfg.num_models, len(heldout)), bool)
-  for pair in range(cfg.num_models // 2):
-    rng = np.random.default_rng([int(context.config.sed.seed), 7, pair])
-    first = rng.permutation(len(groups))[:len(groups) // 2]
-    target_in[2 * pair, first] = True
-    first = rng.permutation(len(heldout))[:len(heldout) // 2]
-    heldout_in[2 * pair, first] = True
-    target_in[2 * pair + 1] = ~target_in[2 * pair]
-    heldout_in[2 * pair + 1] = ~heldout_in[2 * pair]
-  rest = sed.rest
-  members = []
-  for k in range(cfg.num_models):
-    rows = np.concatenate([groups[g] for g in np.flatnonzero(target_in[k])] + [
-        np.zeros(0, np.int64)])
-    extra = heldout[heldout_in[k]]
-    members.append(ensemble.Member(
-        data={"image": np.concatenate([rest["image"], sed.train["image"][rows],
-                                       sed.test["image"][extra]]),
-              "label": np.concatenate([rest["label"], sed.train["label"][rows],
-                                       sed.test["label"][extra]]).astype(np.int32)},
-        seed=int(cfg.seed) + k))
+  plan = recipe.lira(sed, context.config)
+  heldout, target_in, heldout_in = plan.heldout_rows, plan.target_in, plan.heldout_in
   logging.info("stage: LiRA references (%d models on R + half the target groups and %d "
                "held-out candidates; %s)", cfg.num_models, len(heldout), context.progress())
-  directory = os.path.join(context.workdir, "checkpoints", "lira",
-                           f"models{cfg.num_models}_heldout{len(heldout)}_seed{cfg.seed}")
   states, _ = ensemble.train_ensemble(
-      context.model, members, context.config.train, image_shape=sed.train["image"].shape[1:],
-      mesh=context.mesh, name="lira", checkpoint_dir=directory, writer=context.writer)
+      context.model, plan.members, context.config.train,
+      image_shape=sed.train["image"].shape[1:], mesh=context.mesh, name="lira",
+      checkpoint_dir=os.path.join(context.workdir, "checkpoints", plan.folder),
+      writer=context.writer)
   context.models_done += cfg.num_models
   batch_size = context.config.eval.batch_size
   target_rows = evaluator.split_rows(sed)["target"]
@@ -513,14 +428,6 @@ def train_lira_references(context: Context) -> evaluator.LiraReferences | None:
       heldout_phi=mia.logit_scaled_confidence(heldout_logits, candidates["label"][None]),
       heldout_in=heldout_in, fix_variance=bool(cfg.fix_variance), fpr=float(cfg.fpr),
       per_example_min=int(cfg.get("per_example_min", mia.LIRA_PER_EXAMPLE_MIN)))
-
-
-def lira_candidates(sed: sed_lib.SED, count: int) -> np.ndarray:
-  """Rows of the test split of the targets' classes used as LiRA's non-member candidates."""
-  target_labels = sed.train["label"][np.isin(sed.train["id"], sed.target_ids)]
-  pool = np.flatnonzero(np.isin(sed.test["label"], target_labels))
-  rng = np.random.default_rng([len(pool), 11])
-  return np.sort(rng.permutation(pool)[:min(count, len(pool))])
 
 
 def add_across_seed_attacks(summary: dict[str, Any], per_target: list[dict],
@@ -600,19 +507,22 @@ def predict(context: Context, state: train.TrainState, data: dict) -> np.ndarray
   return train.predict(state, data, context.config.eval.batch_size, context.mesh)
 
 
-def train_reference(context: Context, name: str, data: dict, seed: int,
-                    model_seed: int) -> tuple[train.TrainState, float]:
-  """Trains (or restores) one reference model; returns it and its training time in seconds."""
-  directory = context.checkpoint_dir(name, seed)
-  init_key = jax.random.fold_in(jax.random.key(model_seed), 1)
-  logging.info("stage: reference %s/seed_%d (%d examples; %s)", name, seed, len(data["label"]),
-               context.progress())
-  start = time.perf_counter()
-  state, info = train.train_from_scratch(
-      context.init_state(init_key), data, context.config.train, model_seed,
-      name=f"{name}/seed_{seed}", mesh=context.mesh, checkpoint_dir=directory,
-      writer=context.writer)
-  return state, record_time(directory, info, time.perf_counter() - start)
+def train_reference(context: Context, name: str,
+                    seed: int) -> tuple[train.TrainState, float]:
+  """Trains (or restores) reference `name` (one of `recipe.NAMES`) of seed `seed`; returns it
+  and its training time in seconds."""
+  state, info = fit_reference(context, recipe.reference(context.sed.train, context.config,
+                                                        name, seed))
+  return state, info["time_s"]
+
+
+def fit_reference(context: Context,
+                  reference: recipe.Recipe) -> tuple[train.TrainState, dict[str, Any]]:
+  """Trains (or restores) the model of `reference` in the study's workdir (`recipe.fit`)."""
+  logging.info("stage: reference %s (%d examples; %s)", reference.name,
+               len(reference.data["label"]), context.progress())
+  return recipe.fit(reference, context.init_state, context.config.train, mesh=context.mesh,
+                    workdir=context.workdir, writer=context.writer)
 
 
 def run_method(context: Context, name: str, original: train.TrainState,
@@ -623,7 +533,7 @@ def run_method(context: Context, name: str, original: train.TrainState,
       forget=context.sed.forget, retain=context.sed.retain, mesh=context.mesh, seed=seed,
       num_classes=context.num_classes, init_state=context.init_state,
       checkpoint_dir=directory, writer=context.writer, val=context.sed.test)
-  rng = method_rng(seed)
+  rng = recipe.method_rng(seed)
   logging.info("stage: method %s/seed_%d (|forget|=%d, |retain|=%d; %s)", name, seed,
                len(data.forget["label"]), len(data.retain["label"]), context.progress())
   start = time.perf_counter()
@@ -631,20 +541,4 @@ def run_method(context: Context, name: str, original: train.TrainState,
   # A method that builds its own model first (SISA's shard ensemble) reports that training
   # as `train_s`: it is a training-time cost, not part of the unlearning time.
   elapsed = time.perf_counter() - start - float(info.get("train_s", 0.0))
-  return state, record_time(directory, info, elapsed)
-
-
-def record_time(directory: str | None, info: dict, elapsed: float) -> float:
-  """The wall time of a model's whole training, kept in info.json across resumptions.
-
-  A restored model (no steps run now) keeps its recorded time; None: nothing is recorded.
-  """
-  if directory is None:
-    return elapsed
-  path = os.path.join(directory, "info.json")
-  previous = utils.read_json(path) if os.path.exists(path) else {}
-  if info.get("steps_run", 1) == 0 and "time_s" in previous:
-    return float(previous["time_s"])  # complete checkpoint: report the original training time
-  if utils.is_main_process():
-    utils.write_json(path, {**info, "time_s": elapsed})
-  return elapsed
+  return state, workdir_lib.record_time(directory, info, elapsed)
