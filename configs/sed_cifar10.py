@@ -32,14 +32,10 @@ from unlearn_jax import defaults
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The study config; `arg` selects a variant (see the module docstring)."""
-  arg = config_lib.parse_arg(arg, **config_lib.STUDY_VARIANTS)
   config = defaults.base_config()
-  config.dataset = "cifar10"
   config.model = "resnet18"
   config.model_kwargs = ml_collections.ConfigDict({"width": 64})  # channels of the first stage
-  config.train_size = 0  # all 50,000 training images
-  config.test_size = 0  # all 10,000 test images
-  config.train.epochs = 30
+  # The recipe in full (the docstring's), whatever the base's defaults.
   config.train.batch_size = 128
   config.train.optimizer = "sgd"
   config.train.lr = 0.1
@@ -47,8 +43,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.weight_decay = 5e-4
   config.train.schedule = "cosine"
   config.train.checkpoint_every = 1000  # steps (~2.5 epochs)
-  config_lib.apply_study_variants(config, arg, runlocal_sizes=(1000, 500), runlocal_epochs=2)
-  if arg.runlocal:
+  config_lib.full_dataset_study(config, arg, dataset="cifar10", epochs=30,
+                                runlocal_sizes=(1000, 500), runlocal_epochs=2)
+  if config_lib.parse_arg(arg, **config_lib.STUDY_VARIANTS).runlocal:
     config.model_kwargs.width = 16
     config.eval.lira.num_models = 2
   return config

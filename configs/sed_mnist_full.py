@@ -12,7 +12,8 @@ Cost: 4 reference models + 8 LiRA reference models, 10 epochs each over 60,000 i
 minutes on one GPU; hours on a laptop CPU (use :runlocal there). Not measured here: the dataset
 is not prepared on the machine this was written on.
 
-Variants after `:` (comma-separated; tuples take `+`-separated items):
+Variants after `:` (comma-separated; tuples take `+`-separated items), those of every study
+config (`config.STUDY_VARIANTS`):
 
     :runlocal              2,000 training / 500 test images, 3 epochs
     :seeds=3               three training seeds (mean ± 95% CI)
@@ -28,12 +29,6 @@ from unlearn_jax import defaults
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The study config; `arg` selects a variant (see the module docstring)."""
-  arg = config_lib.parse_arg(arg, **config_lib.STUDY_VARIANTS)
-  config = defaults.base_config()
-  config.dataset = "mnist"
-  config.model = "cnn"
-  config.train_size = 0  # all 60,000 training images
-  config.test_size = 0  # all 10,000 test images
-  config.train.epochs = 10  # 4,690 steps of 128: the CNN fits MNIST's training split
-  config_lib.apply_study_variants(config, arg, runlocal_sizes=(2000, 500), runlocal_epochs=3)
-  return config
+  # The base's CNN and recipe; 10 epochs (4,690 steps of 128) fit MNIST's training split.
+  return config_lib.full_dataset_study(defaults.base_config(), arg, dataset="mnist", epochs=10,
+                                       runlocal_sizes=(2000, 500), runlocal_epochs=3)

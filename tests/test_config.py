@@ -1,7 +1,8 @@
-"""Tests for unlearn_jax.config (parse_arg, checks), unlearn_jax.defaults and configs/sed_mnist.py."""
+"""Tests for unlearn_jax.config (parse_arg, checks), the base configs and configs/sed_mnist.py."""
 
 import ast
 import importlib.util
+import inspect
 import io
 import json
 import os
@@ -330,13 +331,17 @@ def test_docstring_methods_override_validates(overridden, config_module):
 # Every field of base_config() is commented where it is defined (STYLE.md).
 
 
-def _definitions(source_path=None, function_name="base_config",
-                 prefix="") -> dict[str, set[int]]:
-  """{key path: lines that may hold its comment} from the source of a config function."""
-  with open(source_path or DEFAULTS_PATH) as f:
+Location = tuple[str, int]  # (source file, line)
+
+
+def _definitions(source_path: str, function_names: set[str],
+                 prefix: str = "") -> dict[str, set[Location]]:
+  """{key path: lines that may hold its comment} from the source of config functions."""
+  with open(source_path) as f:
     source = f.read()
-  function = next(node for node in ast.walk(ast.parse(source))
-                  if isinstance(node, ast.FunctionDef) and node.name == function_name)
+  functions = [node for node in ast.walk(ast.parse(source))
+               if isinstance(node, ast.FunctionDef) and node.name in function_names]
+  assert len(functions) == len(function_names), (source_path, function_names)
 
   def path_of(target):
     parts = []
@@ -348,7 +353,7 @@ def _definitions(source_path=None, function_name="base_config",
     return None
 
   lines = {}
-  for statement in function.body:
+  for statement in (s for function in functions for s in function.body):
     if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1):
       continue
     path = path_of(statement.targets[0])
@@ -362,39 +367,51 @@ def _definitions(source_path=None, function_name="base_config",
         for key in node.keys:
           if isinstance(key, ast.Constant):
             lines[f"{path}.{key.value}"] = lines[path] | {key.lineno, key.lineno - 1}
-  return lines
+  return {path: {(source_path, line) for line in found} for path, found in lines.items()}
 
 
-def _comment_lines(source_path=None) -> set[int]:
-  with open(source_path or DEFAULTS_PATH) as f:
+def _section_definitions(track) -> dict[str, set[Location]]:
+  """`_definitions` of every section build of a track (`track.SECTIONS`), wherever defined."""
+  functions: dict[str, set[str]] = {}
+  for build, _ in track.SECTIONS:
+    functions.setdefault(inspect.getsourcefile(build), set()).add(build.__name__)
+  definitions = {}
+  for source_path, names in functions.items():
+    definitions.update(_definitions(source_path, names))
+  return definitions
+
+
+def _comment_lines(source_path: str) -> set[Location]:
+  with open(source_path) as f:
     tokens = tokenize.generate_tokens(io.StringIO(f.read()).readline)
-    return {token.start[0] for token in tokens if token.type == tokenize.COMMENT}
+    return {(source_path, token.start[0]) for token in tokens if token.type == tokenize.COMMENT}
 
 
-def _method_path(name: str) -> str:
-  return os.path.join(os.path.dirname(DEFAULTS_PATH), "methods", f"{name}.py")
+TRACKS = {"image": (defaults, os.path.join(ROOT, "unlearn_jax", "methods")),
+          "lm": (lm_defaults, os.path.join(ROOT, "unlearn_jax", "lm", "methods"))}
 
 
-def _uncommented() -> dict[str, bool]:
+def _uncommented(track_name: str) -> dict[str, bool]:
   """{key path: is a section} for every key without a comment where it is defined.
 
   Method hyper-parameters (unlearn.<name>.<field>) are defined in the method's module by
   `default_config()`.
   """
-  definitions, comments = _definitions(), _comment_lines()
+  track, methods_dir = TRACKS[track_name]
+  definitions = _section_definitions(track)
+  comments = set().union(*(_comment_lines(path) for path, _ in
+                           set().union(*definitions.values())))
   missing = {}
-  for path, value in all_keys(defaults.base_config()).items():
+  for path, value in all_keys(track.base_config()).items():
     parts = path.split(".")
     if parts[0] == "unlearn" and len(parts) == 2:
       continue  # a method's section: documented by its module docstring
-    if parts[0] == "model_kwargs":
-      continue  # the model's own fields: documented by its `make` signature
-    if parts[:2] == ["eval", "min_gap"] and len(parts) == 3:
+    if parts[:2] == ["eval", "min_gap"] and len(parts) == 3 and track is defaults:
       continue  # a score's floor: its unit and default are its metric's (evaluate/scores/)
     if parts[0] == "unlearn" and len(parts) > 2:
-      method_file = _method_path(parts[1])
-      where = _definitions(method_file, "default_config", f"unlearn.{parts[1]}.").get(path, set())
-      found = where & _comment_lines(method_file)
+      method_file = os.path.join(methods_dir, f"{parts[1]}.py")
+      where = _definitions(method_file, {"default_config"}, f"unlearn.{parts[1]}.")
+      found = where.get(path, set()) & _comment_lines(method_file)
     else:
       found = definitions.get(path, set()) & comments
     if not found:
@@ -403,19 +420,22 @@ def _uncommented() -> dict[str, bool]:
 
 
 def test_comment_parser_finds_every_field():
-  definitions = _definitions()
+  definitions = _section_definitions(defaults)
   top_level = {k for k in all_keys(defaults.base_config())
                if not (k.startswith(("unlearn.", "model_kwargs.", "eval.min_gap."))
                        and k.count(".") >= 1)}
   assert top_level <= set(definitions)
-  assert definitions["sed.ratio"] & _comment_lines()  # sanity: a known commented field
+  assert definitions["sed.ratio"] & _comment_lines(DEFAULTS_PATH)  # a known commented field
+  assert definitions["seeds"] & _comment_lines(config_lib.__file__)  # a shared section's field
 
 
-def test_every_leaf_field_is_commented():
-  missing = sorted(path for path, section in _uncommented().items() if not section)
-  assert not missing, f"uncommented fields in unlearn_jax/defaults.py: {missing}"
+@pytest.mark.parametrize("track", sorted(TRACKS))
+def test_every_leaf_field_is_commented(track):
+  missing = sorted(path for path, section in _uncommented(track).items() if not section)
+  assert not missing, f"uncommented fields of the {track} track's base config: {missing}"
 
 
-def test_every_section_is_commented():
-  missing = sorted(path for path, section in _uncommented().items() if section)
-  assert not missing, f"uncommented sections in unlearn_jax/defaults.py: {missing}"
+@pytest.mark.parametrize("track", sorted(TRACKS))
+def test_every_section_is_commented(track):
+  missing = sorted(path for path, section in _uncommented(track).items() if section)
+  assert not missing, f"uncommented sections of the {track} track's base config: {missing}"

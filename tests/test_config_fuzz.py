@@ -23,6 +23,22 @@ names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12)
 positive_int = (st.integers(1, 1000), st.integers(max_value=0))
 positive_float = (st.floats(1e-6, 10.0, **finite),
                   st.one_of(st.floats(max_value=0.0, **finite), bad_float))
+# [0, 1): sed.ratio, train.momentum.
+unit_fraction = (st.floats(0.0, 1.0, exclude_max=True, **finite),
+                 st.one_of(st.floats(max_value=-1e-9, **finite),
+                           st.floats(min_value=1.0, **finite), bad_float))
+
+
+def non_negative_float(high: float):
+  """A number >= 0 (good values up to `high`)."""
+  return (st.floats(0.0, high, **finite),
+          st.one_of(st.floats(max_value=-1e-9, **finite), bad_float))
+
+
+def choice(allowed: tuple[str, ...]):
+  """One of `allowed` names."""
+  return st.sampled_from(allowed), names.filter(lambda n: n not in allowed)
+
 
 # path: (strategy of good values, strategy of bad values)
 FIELDS = {
@@ -31,15 +47,10 @@ FIELDS = {
     "sed.similar_per_target": (st.integers(0, 500), st.integers(max_value=-1)),
     "sed.block": (st.integers(1, SIDE),
                   st.one_of(st.integers(max_value=0), st.integers(SIDE + 1, 10**6))),
-    "sed.ratio": (st.floats(0.0, 1.0, exclude_max=True, **finite),
-                  st.one_of(st.floats(max_value=-1e-9, **finite),
-                            st.floats(min_value=1.0, **finite), bad_float)),
-    "sed.sigma": (st.floats(0.0, 5.0, **finite),
-                  st.one_of(st.floats(max_value=-1e-9, **finite), bad_float)),
-    "sed.generator": (st.sampled_from(config_lib.GENERATORS),
-                      names.filter(lambda n: n not in config_lib.GENERATORS)),
-    "sed.selection": (st.sampled_from(config_lib.SELECTIONS),
-                      names.filter(lambda n: n not in config_lib.SELECTIONS)),
+    "sed.ratio": unit_fraction,
+    "sed.sigma": non_negative_float(5.0),
+    "sed.generator": choice(config_lib.GENERATORS),
+    "sed.selection": choice(config_lib.SELECTIONS),
     "sed.seed": (st.integers(0, 10**6), st.integers(max_value=-1)),
     "train_size": (st.one_of(st.just(0), st.integers(100, NUM_TRAIN)), st.integers(max_value=-1)),
     "test_size": (st.integers(0, 1000), st.integers(max_value=-1)),
@@ -49,15 +60,10 @@ FIELDS = {
     "train.epochs": positive_int,
     "train.batch_size": positive_int,
     "train.lr": positive_float,
-    "train.momentum": (st.floats(0.0, 1.0, exclude_max=True, **finite),
-                       st.one_of(st.floats(max_value=-1e-9, **finite),
-                                 st.floats(min_value=1.0, **finite))),
-    "train.weight_decay": (st.floats(0.0, 1.0, **finite),
-                           st.one_of(st.floats(max_value=-1e-9, **finite), bad_float)),
-    "train.optimizer": (st.sampled_from(config_lib.OPTIMIZERS),
-                        names.filter(lambda n: n not in config_lib.OPTIMIZERS)),
-    "train.schedule": (st.sampled_from(config_lib.SCHEDULES),
-                       names.filter(lambda n: n not in config_lib.SCHEDULES)),
+    "train.momentum": unit_fraction,
+    "train.weight_decay": non_negative_float(1.0),
+    "train.optimizer": choice(config_lib.OPTIMIZERS),
+    "train.schedule": choice(config_lib.SCHEDULES),
     "train.checkpoint_every": positive_int,
     "train.log_every": positive_int,
     "methods": (st.lists(st.sampled_from(methods.available()), min_size=1, unique=True).map(tuple),
@@ -69,8 +75,7 @@ FIELDS = {
                         st.integers(0, 10).map(lambda s: (s, s)))),
     "floor_seed_offset": positive_int,
     "eval.batch_size": positive_int,
-    "eval.min_gap.margin": (st.floats(0.0, 5.0, **finite),
-                            st.one_of(st.floats(max_value=-1e-9, **finite), bad_float)),
+    "eval.min_gap.margin": non_negative_float(5.0),
     "unlearn.finetune.epochs": positive_int,
     "unlearn.finetune.lr": positive_float,
     "unlearn.grad_ascent.lr": positive_float,

@@ -122,6 +122,24 @@ def require_number(field: str, value: Any, *, low: float = -math.inf, high: floa
   require(ok, field, value, allowed)
 
 
+def require_integers(path: str, section: ml_collections.ConfigDict, **lows: int) -> None:
+  """Requires `section[key]` to be an integer >= `lows[key]` for every key (in that order);
+  `path` is the section's dotted path under `config`, for the messages."""
+  for key, low in lows.items():
+    require_number(f"{path}.{key}", section[key], low=low, integer=True)
+
+
+def require_bool(field: str, value: Any) -> None:
+  """Requires True or False."""
+  require(isinstance(value, bool), field, value, "must be True or False")
+
+
+def check_min_gaps(section: ml_collections.ConfigDict, path: str = "eval.min_gap") -> None:
+  """Requires every residue floor (`eval.min_gap.<score>`) to be a number >= 0."""
+  for key, value in section.items():
+    require_number(f"{path}.{key}", value, low=0)
+
+
 def check_train_recipe(section: ml_collections.ConfigDict, path: str = "train") -> None:
   """Checks a training recipe (`config.train` of either track): its optimiser and schedule.
 
@@ -142,6 +160,59 @@ def check_train_recipe(section: ml_collections.ConfigDict, path: str = "train") 
   require_choice(f"{path}.schedule", section.schedule, SCHEDULES)
   require_number(f"{path}.checkpoint_every", section.checkpoint_every, low=1, integer=True)
   require_number(f"{path}.log_every", section.log_every, low=1, integer=True)
+
+
+def build_seeds(config: ml_collections.ConfigDict) -> None:
+  """The training seeds of a study (either track)."""
+  # Training seeds; every reference and method is run once per seed (mean and 95% CI reported).
+  config.seeds = (0,)
+  # clean_alt (the seed-noise floor) uses seed + this offset.
+  config.floor_seed_offset = 1000
+
+
+def check_seeds(config: ml_collections.ConfigDict) -> None:
+  """Checks seeds (at least one, unique, >= 0) and floor_seed_offset."""
+  seeds = as_tuple(config.seeds)
+  require(len(seeds) >= 1, "seeds", config.seeds, "must hold at least one seed")
+  for seed in seeds:
+    require_number("seeds", seed, low=0, integer=True)
+  require(len(set(seeds)) == len(seeds), "seeds", config.seeds, "seeds must be unique")
+  require_number("floor_seed_offset", config.floor_seed_offset, low=1, integer=True)
+
+
+def build_overwrite(config: ml_collections.ConfigDict) -> None:
+  """What happens to a workdir made with another config (either track)."""
+  # Rerunning into a workdir made with a different config is refused unless this is True, in
+  # which case the old checkpoints, data, metrics and report are deleted first.
+  config.overwrite = False
+
+
+def check_overwrite(config: ml_collections.ConfigDict) -> None:
+  """Checks overwrite."""
+  require_bool("overwrite", config.overwrite)
+
+
+# A section of a base config: `build(config)` adds its fields, each documented by the comment
+# above (or beside) its assignment; `check(config)` raises ConfigError on the first bad value.
+Section = tuple[Callable[[ml_collections.ConfigDict], None],
+                Callable[[ml_collections.ConfigDict], None]]
+
+
+def build_sections(sections: Iterable[Section]) -> ml_collections.ConfigDict:
+  """The base config made of `sections` (each build in turn: the order of the fields in
+  WORKDIR/config.json)."""
+  config = ml_collections.ConfigDict()
+  for build, _ in sections:
+    build(config)
+  return config
+
+
+def check_sections(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict,
+                   sections: Iterable[Section]) -> None:
+  """Rejects a field that `base` lacks (model_kwargs aside), then runs each section's check."""
+  check_keys(config, base, free=("config.model_kwargs",))
+  for _, check in sections:
+    check(config)
 
 
 def as_tuple(value: Any) -> tuple:
@@ -186,7 +257,7 @@ def apply_study_variants(config: ml_collections.ConfigDict, arg: ml_collections.
   `ratio=R` (block-mask ratio), `remedy=1` (remedy.enabled: detection report, +nbr/+wnbr/+dist
   runs and the trade-off sweep) and `runlocal` (a stratified subset of `runlocal_sizes` =
   (train, test) images, `runlocal_epochs` epochs, one-epoch finetune and random_label, progress
-  every 10 steps, 4 LiRA reference models, relearn to a loss of 1e-2 on T and a smaller,
+  every 10 steps, 4 LiRA reference models, relearn to a loss of 1e-2 on T at lr 0.1 and a smaller,
   shorter reconstruction track).
   """
   config.seeds = tuple(range(arg.seeds))
@@ -212,9 +283,27 @@ def apply_study_variants(config: ml_collections.ConfigDict, arg: ml_collections.
     config.unlearn.random_label.epochs = 1
     config.eval.lira.num_models = 4
     # Three epochs leave 0.1-0.3 nats of loss on T: a level every model reaches within the cap.
-    config.eval.relearn.target_loss = 1e-2
+    config.eval.relearn.lr, config.eval.relearn.target_loss = 0.1, 1e-2
+    config.eval.relearn.max_steps = 100
     config.recon.num_rest, config.recon.hidden = 40, (100, 100)
     config.recon.train_steps, config.recon.steps, config.recon.trial_steps = 1500, 800, 100
+
+
+def full_dataset_study(config: ml_collections.ConfigDict, arg: str | None, *, dataset: str,
+                       epochs: int, runlocal_sizes: tuple[int, int],
+                       runlocal_epochs: int) -> ml_collections.ConfigDict:
+  """`config` (a base config) on every training and test example of the tfds `dataset`.
+
+  The study configs of the prepared datasets (configs/sed_mnist_full.py and those beside it):
+  trains `epochs` epochs, then applies the variant string `arg` (STUDY_VARIANTS; see
+  `apply_study_variants`). Returns `config`, changed in place.
+  """
+  config.dataset = dataset
+  config.train_size = config.test_size = 0  # every example of the splits
+  config.train.epochs = epochs
+  apply_study_variants(config, parse_arg(arg, **STUDY_VARIANTS), runlocal_sizes=runlocal_sizes,
+                       runlocal_epochs=runlocal_epochs)
+  return config
 
 
 def parse_flags_or_exit(argv: list[str], explain: Callable[[list[str]], str | None]) -> list[str]:

@@ -1,7 +1,12 @@
-"""The base study config (every field, its unit and default) and its validation.
+"""The base study config (every field, its unit and default) and its checks, section by section.
 
-Study configs in `configs/` start from `base_config()` and change values; `validate` rejects a
-config with a field the base lacks, a wrong type or an out-of-range value before any work starts.
+Each section of the config is built by one small function that adds its fields, each documented
+by the comment right above it (or beside it), and is checked by the function right after it;
+`SECTIONS` lists the (build, check) pairs. `base_config()` runs every build; `validate` rejects a
+config with a field the base lacks, then runs every check: a wrong type or an out-of-range value
+fails before any work starts, with one line that names the field.
+
+Study configs in `configs/` start from `base_config()` and change values.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ from unlearn_jax import config as config_lib
 from unlearn_jax import methods, models
 from unlearn_jax.evaluate import registry
 
+c = config_lib  # the checks read c.require(...), c.require_number(...)
 
-def base_config() -> ml_collections.ConfigDict:
-  """Returns the base config of one study; every field is documented here."""
-  config = ml_collections.ConfigDict()
+
+def build_data(config: ml_collections.ConfigDict) -> None:
+  """The dataset and how much of it a study draws."""
   # tfds name: 'mnist_subset' (embedded, offline), or a dataset prepared in data_dir
   # ('mnist', 'fashion_mnist', 'cifar10').
   config.dataset = "mnist_subset"
@@ -27,6 +33,25 @@ def base_config() -> ml_collections.ConfigDict:
   config.train_size = 0
   # Number of test examples drawn (stratified); 0 = all.
   config.test_size = 0
+
+
+def check_data(config: ml_collections.ConfigDict) -> None:
+  """Checks dataset (known, prepared), data_dir, train_size, test_size."""
+  from unlearn_jax.data import sources  # pylint: disable=g-import-not-at-top
+  c.require(isinstance(config.dataset, str) and config.dataset, "dataset", config.dataset,
+            "must be a non-empty string")
+  try:
+    sources.check_name(config.dataset, config.data_dir or None)
+    sources.image_shape(config.dataset, config.data_dir or None)
+  except ValueError as error:
+    raise c.ConfigError(f"config.dataset={config.dataset!r}: {error}") from None
+  c.require(isinstance(config.data_dir, str), "data_dir", config.data_dir, "must be a string")
+  c.require_number("train_size", config.train_size, low=0, integer=True)
+  c.require_number("test_size", config.test_size, low=0, integer=True)
+
+
+def build_model(config: ml_collections.ConfigDict) -> None:
+  """The image model and its keyword arguments."""
   # Model name (a module in unlearn_jax/models): 'mlp', 'cnn', 'resnet18'.
   config.model = "cnn"
   # Keyword arguments of the model (cnn: features, dense; mlp: hidden; resnet18: width); {} = the
@@ -34,6 +59,21 @@ def base_config() -> ml_collections.ConfigDict:
   # the model's fields so that `--config.model_kwargs.<field>=...` can override them.
   config.model_kwargs = ml_collections.ConfigDict()
 
+
+def check_model(config: ml_collections.ConfigDict) -> None:
+  """Checks model (a registered image model) and model_kwargs (the model's own fields)."""
+  c.validate_names("model", [config.model], models.available)
+  c.require(config.model != "transformer", "model", config.model,
+            "is the language-model track's model (configs/sed_qa.py); image studies use "
+            "mlp, cnn, resnet18 or a registered image model")
+  try:  # builds the module only (no parameters): checks model_kwargs against the model's fields
+    models.get(config.model, 2, **config.model_kwargs.to_dict())
+  except (TypeError, ValueError) as error:
+    raise c.ConfigError(f"config.model_kwargs: {error}") from None
+
+
+def build_sed(config: ml_collections.ConfigDict) -> None:
+  """The similarity-entailed dataset: targets, their similar samples and how they are made."""
   # Similarity-entailed dataset (docs/design.md §3.1, §3.3).
   config.sed = ml_collections.ConfigDict()
   config.sed.num_targets = 10  # |T|, targets drawn from the training split.
@@ -48,6 +88,21 @@ def base_config() -> ml_collections.ConfigDict:
   config.sed.selection = "random"
   config.sed.seed = 0  # seed of target choice and generation; fixed across training seeds.
 
+
+def check_sed(config: ml_collections.ConfigDict) -> None:
+  """Checks sed (data/sed.py's rules), with the impossible combinations: more targets than
+  training examples, a block larger than the image."""
+  from unlearn_jax.data import sed as sed_lib, sources  # pylint: disable=g-import-not-at-top
+  data_dir = config.data_dir or None
+  image_side = min(sources.image_shape(config.dataset, data_dir)[:2])
+  num_train = sources.num_train_examples(config.dataset, data_dir)
+  if config.train_size:
+    num_train = min(num_train or config.train_size, config.train_size)
+  sed_lib.check_params(config.sed, num_train=num_train or math.inf, image_side=image_side)
+
+
+def build_train(config: ml_collections.ConfigDict) -> None:
+  """The training recipe of the references."""
   # Training recipe, shared by original/retrain/clean/clean_alt and the `retrain` method.
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 15  # passes over the training set.
@@ -63,6 +118,15 @@ def base_config() -> ml_collections.ConfigDict:
   # steps cost less than a call. Results are identical to 1.
   config.train.steps_per_call = 1
 
+
+def check_train(config: ml_collections.ConfigDict) -> None:
+  """The recipe (shared with the LM track) and steps_per_call."""
+  c.check_train_recipe(config.train)
+  c.require_number("train.steps_per_call", config.train.steps_per_call, low=1, integer=True)
+
+
+def build_unlearning(config: ml_collections.ConfigDict) -> None:
+  """The unlearning methods to run and their hyper-parameters."""
   # Unlearning methods run from the `original` checkpoint, in this order.
   # Method names, in run order; 'all' runs every method in unlearn_jax/methods.
   config.methods = ("finetune", "grad_ascent", "random_label")
@@ -70,10 +134,19 @@ def base_config() -> ml_collections.ConfigDict:
   # method module's `default_config()` defines and documents its fields.
   config.unlearn = methods.default_configs()
 
-  # Rerunning into a workdir made with a different config is refused unless this is True, in
-  # which case the old checkpoints, data, metrics and report are deleted first.
-  config.overwrite = False
 
+def check_unlearning(config: ml_collections.ConfigDict) -> None:
+  """Checks methods (known, unique; `all` and `pkg.module:function` resolved) and their
+  sections."""
+  names = methods.resolve(c.as_tuple(config.methods))  # lists what exists on a miss
+  c.require(len(set(names)) == len(names), "methods", config.methods, "names must be unique")
+  for name in names:
+    base, _ = methods.split_remedy(name)
+    methods.check_config(base, methods.method_config(config, base))
+
+
+def build_recon(config: ml_collections.ConfigDict) -> None:
+  """The reconstruction track."""
   # The reconstruction track (unlearn_jax/recon_track.py): the study in miniature on a small
   # training set D_r (the first targets with their first similar samples, and some rest), MLPs
   # trained full batch with weight decay to a near-stationary point, and KKT reconstruction from
@@ -94,6 +167,24 @@ def base_config() -> ml_collections.ConfigDict:
   config.recon.trial_steps = 200  # steps of each learning-rate trial.
   config.recon.threshold = 0.4  # best SSIM at which a target counts as recovered.
 
+
+def check_recon(config: ml_collections.ConfigDict) -> None:
+  """Checks recon."""
+  r = config.recon
+  c.require_bool("recon.enabled", r.enabled)
+  c.require_bool("recon.binary", r.binary)
+  c.require_integers("recon", r, num_targets=1, similar_per_target=0, num_rest=2, train_steps=1,
+                     steps=1, trial_steps=1)
+  hidden = c.as_tuple(r.hidden)
+  c.require(len(hidden) >= 1 and all(isinstance(h, int) and h >= 1 for h in hidden),
+            "recon.hidden", r.hidden, "must be positive layer widths, e.g. (200, 200)")
+  for key in ("weight_decay", "train_lr", "candidates_per_image"):
+    c.require_number(f"recon.{key}", r[key], low=0, low_open=True)
+  c.require_number("recon.threshold", r.threshold, low=-1, high=1)
+
+
+def build_remedy(config: ml_collections.ConfigDict) -> None:
+  """The remedies: detecting the neighbourhood of each target and unlearning it."""
   # Remedies (unlearn_jax/remedy_track.py): detect each target's similar samples, unlearn the
   # neighbourhood, and measure the price. A method named `<method>+nbr` (T and its detected
   # neighbours), `+wnbr` (neighbours weighted by similarity) or `+dist` (as many samples chosen
@@ -121,11 +212,31 @@ def base_config() -> ml_collections.ConfigDict:
   config.remedy.sweep_top_k = (5, 10, 20, 40)  # neighbours per target, one run per value.
   config.remedy.batch_size = 512  # candidates per detection chunk.
 
-  # Training seeds; every reference and method is run once per seed (mean and 95% CI reported).
-  config.seeds = (0,)
-  # clean_alt (the seed-noise floor) uses seed + this offset.
-  config.floor_seed_offset = 1000
 
+def check_remedy(config: ml_collections.ConfigDict) -> None:
+  """Checks remedy: measures, rule, and the methods it runs (plain names)."""
+  from unlearn_jax.remedies import detect  # pylint: disable=g-import-not-at-top
+  m = config.remedy
+  c.require_bool("remedy.enabled", m.enabled)
+  for measure in c.as_tuple(m.measures):
+    c.require_choice("remedy.measures", measure, detect.MEASURES)
+  c.require_choice("remedy.measure", m.measure, detect.MEASURES)
+  c.require_choice("remedy.rule", m.rule, ("tau", "top_k"))
+  c.require_number("remedy.tau", m.tau, low=-1, high=1)
+  c.require_integers("remedy", m, top_k=1, batch_size=1)
+  c.require_bool("remedy.ground_truth", m.ground_truth)
+  for field in ("methods", "sweep_methods"):
+    for name in c.as_tuple(m[field]):
+      base = methods.resolve((name,))[0]
+      c.require(not methods.split_remedy(base)[1], f"remedy.{field}", name,
+                "must name plain methods (the remedy adds the suffixes)")
+      methods.check_config(base, methods.method_config(config, base))
+  for k in c.as_tuple(m.sweep_top_k):
+    c.require_number("remedy.sweep_top_k", k, low=1, integer=True)
+
+
+def build_evaluation(config: ml_collections.ConfigDict) -> None:
+  """Evaluation: batches and residue floors (LiRA, relearn and the attacks across seeds apart)."""
   # Evaluation of every model on target / similar / rest / test.
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 1000  # examples per evaluation batch (padded and masked).
@@ -133,6 +244,16 @@ def base_config() -> ml_collections.ConfigDict:
   # a residue, in the score's unit (e.g. margin: logits; mia: AUC of the loss attack, a
   # set-level score). Each score's unit and default are its declaration in evaluate/scores/.
   config.eval.min_gap = ml_collections.ConfigDict(registry.min_gaps())
+
+
+def check_evaluation(config: ml_collections.ConfigDict) -> None:
+  """Checks eval.batch_size and eval.min_gap."""
+  c.require_integers("eval", config.eval, batch_size=1)
+  c.check_min_gaps(config.eval.min_gap)
+
+
+def build_lira(config: ml_collections.ConfigDict) -> None:
+  """The LiRA membership attack's reference models (eval.lira)."""
   # LiRA (Carlini et al., S&P 2022): reference models trained with the study's recipe on R plus
   # a random half of the target groups (a target with its similar samples) and of `num_heldout`
   # test samples of the targets' classes (the non-member candidates), in complementary pairs, so
@@ -147,20 +268,45 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval.lira.per_example_min = 32  # references a side from which σ is per example.
   config.eval.lira.fpr = 0.05  # FPR at which `lira_tpr` is reported (1/num_heldout resolution).
   config.eval.lira.seed = 10000  # reference model k trains with seed `seed + k`.
+
+
+def check_lira(config: ml_collections.ConfigDict) -> None:
+  """Checks eval.lira."""
+  section = config.eval.lira
+  c.require_integers("eval.lira", section, num_models=0, num_heldout=1, seed=0,
+                     per_example_min=2)
+  c.require(section.num_models % 2 == 0, "eval.lira.num_models", section.num_models,
+            "must be even (reference models come in complementary pairs)")
+  c.require_bool("eval.lira.fix_variance", section.fix_variance)
+  c.require_number("eval.lira.fpr", section.fpr, low=0, high=1, low_open=True)
+
+
+def build_relearn(config: ml_collections.ConfigDict) -> None:
+  """Relearn time (eval.relearn)."""
   # Relearn time: full-batch SGD steps on T until T's mean loss is at most `target_loss`.
   config.eval.relearn = ml_collections.ConfigDict()
-  config.eval.relearn.lr = 0.1  # SGD learning rate (no momentum, no weight decay).
-  # The level (nats, mean train-mode cross-entropy on T), the same for every model so that the
-  # counts compare; not the original's own loss on T (~5e-6 on the default study, a level the
-  # others do not reach within the cap). Measured on the default study (seed 0, lr 0.1): T's
-  # loss is 4.9e-6 for original, 6.8e-6 for retrain (both memorise T, retrain through S),
-  # 6.1e-4 for clean and 2.3e-4 for clean_alt; at 1e-4 they count 0, 0, 73 and 42 steps. Only
-  # a level between original's and retrain's losses would tell those two apart, and clean
-  # cannot reach it (> 2,000 steps). Shorter trainings (`:runlocal`, 3 epochs: 0.1-0.3 nats on
-  # T) need 108-166 steps to 1e-3 and over 400 to 1e-4, so they read cap + 1: raise the level
-  # or the cap there.
-  config.eval.relearn.target_loss = 1e-4
-  config.eval.relearn.max_steps = 100  # cap; a model that never gets there reports cap + 1.
+  config.eval.relearn.lr = 1.0  # SGD learning rate (no momentum, no weight decay).
+  # The level (nats, mean train-mode cross-entropy on T), one number for every model so that the
+  # counts compare, and below every model's own loss so that every count is a relearning. On the
+  # default study (seed 0) T's loss is 4.9e-6 for original, 6.8e-6 for retrain (both memorise
+  # T, retrain through S), 6.1e-4 for clean and 2.3e-4 for clean_alt; to 3e-6 at lr 1.0 they
+  # count 57, 101, 494 and 489 steps (at 1e-4 and lr 0.1: 0, 0, 73, 42, which cannot tell the
+  # original from retrain). Shorter trainings leave far more loss on T (`:runlocal`, 3 epochs:
+  # 0.1-0.3 nats), so `:runlocal` relearns to 1e-2 at lr 0.1 within 100 steps.
+  config.eval.relearn.target_loss = 3e-6
+  config.eval.relearn.max_steps = 3000  # cap; a model that never gets there reports cap + 1.
+
+
+def check_relearn(config: ml_collections.ConfigDict) -> None:
+  """Checks eval.relearn."""
+  section = config.eval.relearn
+  c.require_number("eval.relearn.lr", section.lr, low=0, low_open=True)
+  c.require_integers("eval.relearn", section, max_steps=0)
+  c.require_number("eval.relearn.target_loss", section.target_loss, low=0)
+
+
+def build_attacks(config: ml_collections.ConfigDict) -> None:
+  """The SVC MIA and the ε estimate of the unlearning challenge (eval)."""
   # SVC MIA-efficacy (Jia et al., NeurIPS 2023; SalUn): examples per side of the SVC's
   # training set (retain vs test); 0 disables it.
   config.eval.svc_max_train = 2000
@@ -169,114 +315,28 @@ def base_config() -> ml_collections.ConfigDict:
   # chance (3 a side gives the cap 50 for many targets), so it is reported only from this many
   # seeds on. U-LiRA (per-example σ) is n/a below 8 seeds (`mia.ULIRA_MIN_MODELS`).
   config.eval.epsilon_min_seeds = 8
-  return config
+
+
+def check_attacks(config: ml_collections.ConfigDict) -> None:
+  """Checks eval.svc_max_train and eval.epsilon_min_seeds."""
+  c.require_integers("eval", config.eval, svc_max_train=0, epsilon_min_seeds=2)
+
+
+# (build, check) of every section, in the order of the fields in config.json (and of the checks);
+# `eval` before its parts. Seeds and overwrite are shared with the language-model track.
+SECTIONS = ((build_data, check_data), (build_model, check_model), (build_sed, check_sed),
+            (build_train, check_train), (build_unlearning, check_unlearning),
+            (c.build_overwrite, c.check_overwrite), (build_recon, check_recon),
+            (build_remedy, check_remedy), (c.build_seeds, c.check_seeds),
+            (build_evaluation, check_evaluation), (build_lira, check_lira),
+            (build_relearn, check_relearn), (build_attacks, check_attacks))
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Returns the base config of one study; every field is documented in its section's build."""
+  return c.build_sections(SECTIONS)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks every field of a study config; raises config_lib.ConfigError on the first problem."""
-  from unlearn_jax.data import sed, sources  # pylint: disable=g-import-not-at-top
-
-  base = base_config()
-  config_lib.check_keys(config, base, free=("config.model_kwargs",))
-  for name in config.unlearn.keys():
-    config_lib.check_keys(config.unlearn[name], base.unlearn[name], f"config.unlearn.{name}")
-  c = config_lib
-  require_str = lambda field, value: c.require(
-      isinstance(value, str) and value, field, value, "must be a non-empty string")
-  require_str("dataset", config.dataset)
-  try:
-    sources.check_name(config.dataset, config.data_dir or None)
-    image_side = min(sources.image_shape(config.dataset, config.data_dir or None)[:2])
-  except ValueError as error:
-    raise config_lib.ConfigError(f"config.dataset={config.dataset!r}: {error}") from None
-  c.require(isinstance(config.data_dir, str), "data_dir", config.data_dir, "must be a string")
-  c.require_number("train_size", config.train_size, low=0, integer=True)
-  c.require_number("test_size", config.test_size, low=0, integer=True)
-  c.validate_names("model", [config.model], models.available)
-  c.require(config.model != "transformer", "model", config.model,
-            "is the language-model track's model (configs/sed_qa.py); image studies use "
-            "mlp, cnn, resnet18 or a registered image model")
-  try:  # builds the module only (no parameters): checks model_kwargs against the model's fields
-    models.get(config.model, 2, **config.model_kwargs.to_dict())
-  except (TypeError, ValueError) as error:
-    raise config_lib.ConfigError(f"config.model_kwargs: {error}") from None
-
-  # Impossible combinations: more targets than training examples, a block larger than the image.
-  num_train = sources.num_train_examples(config.dataset, config.data_dir or None)
-  if config.train_size:
-    num_train = min(num_train or config.train_size, config.train_size)
-  sed.check_params(config.sed, num_train=num_train or math.inf, image_side=image_side)
-
-  c.check_train_recipe(config.train)
-  c.require_number("train.steps_per_call", config.train.steps_per_call, low=1, integer=True)
-
-  names = config_lib.as_tuple(config.methods)
-  names = methods.resolve(names)  # lists what exists on a miss; loads `pkg.module:function`
-  c.require(len(set(names)) == len(names), "methods", config.methods, "names must be unique")
-  for name in names:
-    base, _ = methods.split_remedy(name)
-    methods.check_config(base, methods.method_config(config, base))
-
-  seeds = config_lib.as_tuple(config.seeds)
-  c.require(len(seeds) >= 1, "seeds", config.seeds, "must hold at least one seed")
-  for seed in seeds:
-    c.require_number("seeds", seed, low=0, integer=True)
-  c.require(len(set(seeds)) == len(seeds), "seeds", config.seeds, "seeds must be unique")
-  c.require(isinstance(config.overwrite, bool), "overwrite", config.overwrite,
-            "must be True or False")
-  c.require_number("floor_seed_offset", config.floor_seed_offset, low=1, integer=True)
-  c.require_number("eval.batch_size", config.eval.batch_size, low=1, integer=True)
-  for key, value in config.eval.min_gap.items():
-    c.require_number(f"eval.min_gap.{key}", value, low=0)
-  lira = config.eval.lira
-  c.require_number("eval.lira.num_models", lira.num_models, low=0, integer=True)
-  c.require(lira.num_models % 2 == 0, "eval.lira.num_models", lira.num_models,
-            "must be even (reference models come in complementary pairs)")
-  c.require_number("eval.lira.num_heldout", lira.num_heldout, low=1, integer=True)
-  c.require(isinstance(lira.fix_variance, bool), "eval.lira.fix_variance", lira.fix_variance,
-            "must be True or False")
-  c.require_number("eval.lira.fpr", lira.fpr, low=0, high=1, low_open=True)
-  c.require_number("eval.lira.seed", lira.seed, low=0, integer=True)
-  c.require_number("eval.relearn.lr", config.eval.relearn.lr, low=0, low_open=True)
-  c.require_number("eval.relearn.max_steps", config.eval.relearn.max_steps, low=0, integer=True)
-  c.require_number("eval.relearn.target_loss", config.eval.relearn.target_loss, low=0)
-  c.require_number("eval.lira.per_example_min", lira.per_example_min, low=2, integer=True)
-  c.require_number("eval.svc_max_train", config.eval.svc_max_train, low=0, integer=True)
-  c.require_number("eval.epsilon_min_seeds", config.eval.epsilon_min_seeds, low=2, integer=True)
-  r = config.recon
-  c.require(isinstance(r.enabled, bool), "recon.enabled", r.enabled, "must be True or False")
-  c.require_number("recon.num_targets", r.num_targets, low=1, integer=True)
-  c.require_number("recon.similar_per_target", r.similar_per_target, low=0, integer=True)
-  c.require_number("recon.num_rest", r.num_rest, low=2, integer=True)
-  c.require(isinstance(r.binary, bool), "recon.binary", r.binary, "must be True or False")
-  hidden = config_lib.as_tuple(r.hidden)
-  c.require(len(hidden) >= 1 and all(isinstance(h, int) and h >= 1 for h in hidden),
-            "recon.hidden", r.hidden, "must be positive layer widths, e.g. (200, 200)")
-  c.require_number("recon.weight_decay", r.weight_decay, low=0, low_open=True)
-  c.require_number("recon.train_lr", r.train_lr, low=0, low_open=True)
-  c.require_number("recon.train_steps", r.train_steps, low=1, integer=True)
-  c.require_number("recon.candidates_per_image", r.candidates_per_image, low=0, low_open=True)
-  c.require_number("recon.steps", r.steps, low=1, integer=True)
-  c.require_number("recon.trial_steps", r.trial_steps, low=1, integer=True)
-  c.require_number("recon.threshold", r.threshold, low=-1, high=1)
-  m = config.remedy
-  from unlearn_jax.remedies import detect  # pylint: disable=g-import-not-at-top
-  c.require(isinstance(m.enabled, bool), "remedy.enabled", m.enabled, "must be True or False")
-  measures = config_lib.as_tuple(m.measures)
-  for measure in measures:
-    c.require_choice("remedy.measures", measure, detect.MEASURES)
-  c.require_choice("remedy.measure", m.measure, detect.MEASURES)
-  c.require_choice("remedy.rule", m.rule, ("tau", "top_k"))
-  c.require_number("remedy.tau", m.tau, low=-1, high=1)
-  c.require_number("remedy.top_k", m.top_k, low=1, integer=True)
-  c.require(isinstance(m.ground_truth, bool), "remedy.ground_truth", m.ground_truth,
-            "must be True or False")
-  for field in ("methods", "sweep_methods"):
-    for name in config_lib.as_tuple(m[field]):
-      base = methods.resolve((name,))[0]
-      c.require(not methods.split_remedy(base)[1], f"remedy.{field}", name,
-                "must name plain methods (the remedy adds the suffixes)")
-      methods.check_config(base, methods.method_config(config, base))
-  for k in config_lib.as_tuple(m.sweep_top_k):
-    c.require_number("remedy.sweep_top_k", k, low=1, integer=True)
-  c.require_number("remedy.batch_size", m.batch_size, low=1, integer=True)
+  c.check_sections(config, base_config(), SECTIONS)

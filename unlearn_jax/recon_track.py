@@ -25,7 +25,7 @@ import dataclasses
 import os
 import time
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -105,38 +105,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, sed: sed_lib.SED, seed:
     (best SSIM, its residue)}); a model whose reconstruction (or whose method, on the track)
     failed is missing, with the error in `failures[model]`.
   """
-  recon = config.recon
   side = min(sed.train["image"].shape[1:3])
   if side < similarity.WINDOW:
     logging.warning("reconstruction track skipped: %dx%d images are smaller than the %dx%d SSIM "
                     "window (set recon.enabled=False to silence this)", side, side,
                     similarity.WINDOW, similarity.WINDOW)
     return {}, {}
-  track = build_track(sed, recon)
+  track = build_track(sed, config.recon)
   directory = os.path.join(workdir, "recon", f"seed_{seed}")
-  image_shape = track.train["image"].shape[1:]
   logging.info("stage: reconstruction track seed_%d (|D_r|=%d: %d targets, %d similar, %d rest)",
                seed, len(track.train["id"]), len(track.target_ids),
                int(np.sum(track.train["kind"] == sed_lib.SIMILAR)),
                int(np.sum(track.train["kind"] == sed_lib.REST)))
-  fits: dict[str, reconstruct.MLPFit] = {}
-
-  def fit(name: str) -> reconstruct.MLPFit:
-    if name not in fits:
-      data = {"original": track.select(sed_lib.TARGET, sed_lib.SIMILAR, sed_lib.REST),
-              "retrain": track.select(sed_lib.SIMILAR, sed_lib.REST),
-              "clean": track.select(sed_lib.REST),
-              "clean_alt": track.select(sed_lib.REST)}[name]
-      model_seed = seed + (config.floor_seed_offset if name == "clean_alt" else 0)
-      fits[name] = reconstruct.train_mlp(
-          _float(data["image"]), data["label"], track.num_classes, hidden=tuple(recon.hidden),
-          weight_decay=recon.weight_decay, lr=recon.train_lr, steps=recon.train_steps,
-          seed=model_seed, log_every=max(recon.train_steps // 4, 1), mesh=mesh)
-    return fits[name]
-
-  def original_state() -> train.TrainState:
-    return _state(fit("original"))
-
+  fit = _fitter(track, config, seed, mesh)
   targets = _float(track.select(sed_lib.TARGET)["image"])
   heldout = _float(track.heldout)
   results: dict[str, dict[str, np.ndarray]] = {}
@@ -149,16 +130,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, sed: sed_lib.SED, seed:
       continue
     start = time.perf_counter()
     try:
-      if name in REFERENCES:
-        params = fit(name).params
-      else:
-        params = _method_params(name, original_state(), track, config, seed, mesh)
-      candidates = reconstruct.kkt_reconstruct(
-          reconstruct.mlp_apply_fn(), params, num_classes=track.num_classes,
-          image_shape=image_shape,
-          num_candidates=int(recon.candidates_per_image * len(track.train["id"])),
-          steps=recon.steps, lr=None, trial_steps=recon.trial_steps, seed=seed,
-          log_every=max(recon.steps // 4, 1), mesh=mesh)
+      candidates = _reconstruct(name, fit, track, config, seed, mesh)
     except Exception as error:  # pylint: disable=broad-except
       # The main study's result of this model stands; its recon_ssim is reported as missing.
       failures[name] = f"{type(error).__name__}: {error}"
@@ -182,6 +154,46 @@ def run(config: ml_collections.ConfigDict, workdir: str, sed: sed_lib.SED, seed:
   if seed == int(config_lib.as_tuple(config.seeds)[0]):
     _plot(workdir, targets, results)
   return records, per_target
+
+
+def _fitter(track: Track, config: ml_collections.ConfigDict, seed: int,
+            mesh: jax.sharding.Mesh) -> Callable[[str], reconstruct.MLPFit]:
+  """`fit(name)`: the track's reference `name` (REFERENCES), trained on first use only."""
+  recon = config.recon
+  fits: dict[str, reconstruct.MLPFit] = {}
+
+  def fit(name: str) -> reconstruct.MLPFit:
+    if name not in fits:
+      data = {"original": track.select(sed_lib.TARGET, sed_lib.SIMILAR, sed_lib.REST),
+              "retrain": track.select(sed_lib.SIMILAR, sed_lib.REST),
+              "clean": track.select(sed_lib.REST),
+              "clean_alt": track.select(sed_lib.REST)}[name]
+      model_seed = seed + (config.floor_seed_offset if name == "clean_alt" else 0)
+      fits[name] = reconstruct.train_mlp(
+          _float(data["image"]), data["label"], track.num_classes, hidden=tuple(recon.hidden),
+          weight_decay=recon.weight_decay, lr=recon.train_lr, steps=recon.train_steps,
+          seed=model_seed, log_every=max(recon.train_steps // 4, 1), mesh=mesh)
+    return fits[name]
+
+  return fit
+
+
+def _reconstruct(name: str, fit: Callable[[str], reconstruct.MLPFit], track: Track,
+                 config: ml_collections.ConfigDict, seed: int,
+                 mesh: jax.sharding.Mesh) -> reconstruct.Reconstruction:
+  """The candidates reconstructed from model `name`'s parameters: a reference's (`fit`), or a
+  method's run from the track's original."""
+  if name in REFERENCES:
+    params = fit(name).params
+  else:
+    params = _method_params(name, _state(fit("original")), track, config, seed, mesh)
+  recon = config.recon
+  return reconstruct.kkt_reconstruct(
+      reconstruct.mlp_apply_fn(), params, num_classes=track.num_classes,
+      image_shape=track.train["image"].shape[1:],
+      num_candidates=int(recon.candidates_per_image * len(track.train["id"])),
+      steps=recon.steps, lr=None, trial_steps=recon.trial_steps, seed=seed,
+      log_every=max(recon.steps // 4, 1), mesh=mesh)
 
 
 def _method_params(name: str, state: train.TrainState, track: Track,

@@ -1,7 +1,10 @@
 """The base config of a language-model study (every field, its unit and default) and its checks.
 
 A config with `track = 'lm'` runs `unlearn_jax.lm.study` (configs/sed_qa.py); the image track's
-config lives in unlearn_jax/defaults.py. Both share the workdir contract (docs/design.md §6).
+config lives in unlearn_jax/defaults.py. Both share the workdir contract (docs/design.md §6), and
+are laid out alike: each section is built by a small function whose comments document its
+fields, with its check beside it (`SECTIONS`); the seeds section and the training recipe's check
+are the image track's (unlearn_jax/config.py).
 
 Learning rates of the LM methods (METHOD_LR), chosen on held-out targets (docs/design.md §4.2): the
 QA SED of seed 1 (another fictitious world: other targets, paraphrases and facts), not the
@@ -52,10 +55,11 @@ METHOD_LR = {"finetune": 1e-3, "grad_ascent": 3e-4, "grad_diff": 3e-4, "kl_min":
              "npo": 1e-4, "simnpo": 1e-4}
 
 
-def base_config() -> ml_collections.ConfigDict:
-  """Returns the base config of one language-model study; every field is documented here."""
-  from unlearn_jax.lm import methods as lm_methods  # pylint: disable=g-import-not-at-top
-  config = ml_collections.ConfigDict()
+c = config_lib  # the checks read c.require(...), c.require_number(...)
+
+
+def build_data(config: ml_collections.ConfigDict) -> None:
+  """The track, the QA data and its SED."""
   # Which study runs this config: 'lm' (unlearn_jax/lm/study.py), fixed for LM configs.
   config.track = TRACK
   # 'offline' (the embedded generator of fictitious facts, unlearn_jax/lm/corpus.py),
@@ -71,6 +75,21 @@ def base_config() -> ml_collections.ConfigDict:
   config.qa.num_test = 150  # held-out QA pairs (never trained on; membership non-members).
   config.qa.probes_per_target = 4  # held-out paraphrased questions per target (leakage probes).
   config.qa.seed = 0  # seed of the corpus, target choice and paraphrases.
+
+
+def check_data(config: ml_collections.ConfigDict) -> None:
+  """Checks dataset (offline, jsonl:PATH or a tfds name) and qa."""
+  c.require(isinstance(config.dataset, str) and config.dataset, "dataset", config.dataset,
+            "must be 'offline', 'jsonl:PATH' or a tfds QA dataset name")
+  if config.dataset.startswith("jsonl:"):
+    c.require(len(config.dataset) > len("jsonl:"), "dataset", config.dataset,
+              "jsonl: needs a path (jsonl:/path/to/qa.jsonl)")
+  c.require_integers("qa", config.qa, num_targets=1, similar_per_target=0, num_rest=1,
+                     num_test=1, probes_per_target=1, seed=0)
+
+
+def build_model(config: ml_collections.ConfigDict) -> None:
+  """The tokenizer and the transformer."""
   # Tokenizer: a sentencepiece model trained on the study's text at prepare time (no
   # downloads), saved as WORKDIR/data/tokenizer.model.
   config.tokenizer = ml_collections.ConfigDict()
@@ -82,6 +101,16 @@ def base_config() -> ml_collections.ConfigDict:
   # dropout rate.
   config.model_kwargs = ml_collections.ConfigDict(
       {"num_layers": 2, "width": 128, "heads": 4, "mlp_ratio": 4, "dropout": 0.0})
+
+
+def check_model(config: ml_collections.ConfigDict) -> None:
+  """Checks tokenizer and model."""
+  c.require_integers("tokenizer", config.tokenizer, vocab_size=320, max_len=8)
+  c.require_choice("model", config.model, ("transformer",))
+
+
+def build_train(config: ml_collections.ConfigDict) -> None:
+  """The training recipe of the references."""
   # Training recipe, shared by original/retrain/clean/clean_alt and the `retrain` method.
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 40  # passes over D (facts are memorised, as in fictitious-QA studies).
@@ -93,12 +122,33 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.schedule = "cosine"  # 'constant' or 'cosine' (decay to 0 over all steps).
   config.train.checkpoint_every = 500  # steps between orbax checkpoints (and one at the end).
   config.train.log_every = 50  # steps between progress lines and metrics.jsonl records.
+
+
+def check_train(config: ml_collections.ConfigDict) -> None:
+  """Checks the recipe (the image track's rules)."""
+  c.check_train_recipe(config.train)
+
+
+def build_unlearning(config: ml_collections.ConfigDict) -> None:
+  """The LM unlearning methods to run and their hyper-parameters."""
+  from unlearn_jax.lm import methods as lm_methods  # pylint: disable=g-import-not-at-top
   # LM unlearning methods (unlearn_jax/lm/methods/); `retrain` is the retrain reference.
   config.methods = ("finetune", "grad_ascent", "grad_diff", "kl_min", "npo", "simnpo")
   # Per-method hyper-parameters (config.unlearn.<name>), from each method's default_config().
   config.unlearn = lm_methods.default_configs()
-  config.seeds = (0,)  # training seeds; every reference and method runs once per seed.
-  config.floor_seed_offset = 1000  # clean_alt (the noise floor) trains with seed + this.
+
+
+def check_unlearning(config: ml_collections.ConfigDict) -> None:
+  """Checks methods (LM method names, unique)."""
+  from unlearn_jax.lm import methods as lm_methods  # pylint: disable=g-import-not-at-top
+  names = c.as_tuple(config.methods)
+  for name in names:
+    c.require_choice("methods", name, lm_methods.NAMES)
+  c.require(len(set(names)) == len(names), "methods", config.methods, "names must be unique")
+
+
+def build_evaluation(config: ml_collections.ConfigDict) -> None:
+  """Scoring, generation and the residue floors."""
   # Evaluation: scoring, generation and the residue floors.
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 256  # sequences per scoring/generation batch.
@@ -109,50 +159,28 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval.min_gap = ml_collections.ConfigDict(
       {"nll": 0.2, "rouge_l": 0.1, "rouge_l_probe": 0.1, "fact": 0.25, "fact_probe": 0.25,
        "min_k": 0.2})
-  # Rerunning into a workdir made with another config is refused unless True (then the old
-  # checkpoints, data, metrics and report are deleted first).
-  config.overwrite = False
-  return config
+
+
+def check_evaluation(config: ml_collections.ConfigDict) -> None:
+  """Checks eval."""
+  c.require_integers("eval", config.eval, batch_size=1, max_new_tokens=1)
+  c.require_number("eval.min_k", config.eval.min_k, low=0, high=1, low_open=True)
+  c.check_min_gaps(config.eval.min_gap)
+
+
+# (build, check) of every section, in the order of the fields in config.json (and of the checks);
+# seeds and overwrite are the image track's sections.
+SECTIONS = ((build_data, check_data), (build_model, check_model), (build_train, check_train),
+            (build_unlearning, check_unlearning), (c.build_seeds, c.check_seeds),
+            (build_evaluation, check_evaluation), (c.build_overwrite, c.check_overwrite))
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Returns the base config of one language-model study; every field is documented in its
+  section's build."""
+  return c.build_sections(SECTIONS)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks every field; raises config_lib.ConfigError on the first problem."""
-  from unlearn_jax.lm import methods as lm_methods  # pylint: disable=g-import-not-at-top
-  c = config_lib
-  base = base_config()
-  c.check_keys(config, base, free=("config.model_kwargs",))
-  for name in config.unlearn.keys():
-    c.check_keys(config.unlearn[name], base.unlearn[name], f"config.unlearn.{name}")
-  c.require(isinstance(config.dataset, str) and config.dataset, "dataset", config.dataset,
-            "must be 'offline', 'jsonl:PATH' or a tfds QA dataset name")
-  if config.dataset.startswith("jsonl:"):
-    c.require(len(config.dataset) > len("jsonl:"), "dataset", config.dataset,
-              "jsonl: needs a path (jsonl:/path/to/qa.jsonl)")
-  q = config.qa
-  c.require_number("qa.num_targets", q.num_targets, low=1, integer=True)
-  c.require_number("qa.similar_per_target", q.similar_per_target, low=0, integer=True)
-  c.require_number("qa.num_rest", q.num_rest, low=1, integer=True)
-  c.require_number("qa.num_test", q.num_test, low=1, integer=True)
-  c.require_number("qa.probes_per_target", q.probes_per_target, low=1, integer=True)
-  c.require_number("qa.seed", q.seed, low=0, integer=True)
-  c.require_number("tokenizer.vocab_size", config.tokenizer.vocab_size, low=320, integer=True)
-  c.require_number("tokenizer.max_len", config.tokenizer.max_len, low=8, integer=True)
-  c.require_choice("model", config.model, ("transformer",))
-  c.check_train_recipe(config.train)
-  names = c.as_tuple(config.methods)
-  for name in names:
-    c.require_choice("methods", name, lm_methods.NAMES)
-  c.require(len(set(names)) == len(names), "methods", config.methods, "names must be unique")
-  seeds = c.as_tuple(config.seeds)
-  c.require(len(seeds) >= 1, "seeds", config.seeds, "must hold at least one seed")
-  for seed in seeds:
-    c.require_number("seeds", seed, low=0, integer=True)
-  c.require(len(set(seeds)) == len(seeds), "seeds", config.seeds, "seeds must be unique")
-  c.require_number("floor_seed_offset", config.floor_seed_offset, low=1, integer=True)
-  c.require_number("eval.batch_size", config.eval.batch_size, low=1, integer=True)
-  c.require_number("eval.max_new_tokens", config.eval.max_new_tokens, low=1, integer=True)
-  c.require_number("eval.min_k", config.eval.min_k, low=0, high=1, low_open=True)
-  for key, value in config.eval.min_gap.items():
-    c.require_number(f"eval.min_gap.{key}", value, low=0)
-  c.require(isinstance(config.overwrite, bool), "overwrite", config.overwrite,
-            "must be True or False")
+  c.check_sections(config, base_config(), SECTIONS)
