@@ -90,13 +90,17 @@ def test_sisa_references_reuse_the_method_and_record_their_cost(sisa_study):
   assert not os.path.exists(os.path.join(checkpoints, "sisa_original"))  # nothing trained twice
 
 
-def test_ensemble_parameter_distances_are_not_available(sisa_study):
+def test_ensemble_parameter_distances_and_relearn_steps_are_not_available(sisa_study):
   workdir, summary = sisa_study
   for name in ENSEMBLES:
     distances = summary["methods"][name]["param_l2"]
     assert set(distances) == {"to_original", "to_retrain", "to_clean"}
     assert all(not math.isfinite(value) for value in distances.values()), (name, distances)
+    # No one model to fine-tune on T: relearn steps are n/a (null in summary.json).
+    relearn = summary["methods"][name]["relearn_steps"]
+    assert relearn is None or not math.isfinite(relearn), (name, relearn)
   assert 0.0 < summary["methods"]["clean_alt"]["param_l2"]["to_clean"] < math.inf
+  assert summary["methods"]["clean"]["relearn_steps"] >= 0
   table = [line for line in open(os.path.join(workdir, "report", "report.md"))
            if line.startswith("| sisa |")]
   assert len(table) == 2 and "n/a" in table[1]

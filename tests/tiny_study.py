@@ -24,6 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.unlearn[name].epochs = 1
   config.eval.lira.num_models, config.eval.lira.num_heldout = 4, 20
   # Two epochs leave ~1 nat on T (original 1.02, clean 1.6): a level only the original meets.
+  config.eval.relearn.lr = 0.1
   config.eval.relearn.target_loss, config.eval.relearn.max_steps = 1.1, 20
   config.eval.svc_max_train = 100
   config.recon.num_targets, config.recon.similar_per_target, config.recon.num_rest = 2, 2, 10

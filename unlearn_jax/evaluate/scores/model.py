@@ -11,8 +11,14 @@ def param_l2(name: str, inputs: registry.ModelInputs) -> dict[str, dict[str, flo
                        for ref in ("original", "retrain", "clean") if ref in states}}
 
 
-def relearn_steps(name: str, inputs: registry.ModelInputs) -> dict[str, int]:
-  """SGD steps on T until its loss reaches `eval.relearn.target_loss` (metrics.relearn_steps)."""
+def relearn_steps(name: str, inputs: registry.ModelInputs) -> dict[str, float]:
+  """SGD steps on T until its loss reaches `eval.relearn.target_loss` (metrics.relearn_steps).
+
+  n/a (NaN) for an ensemble (SISA's shards): there is no one model to fine-tune on T, and SISA
+  would relearn by retraining the shards that hold it.
+  """
+  if name in inputs.ensembles:
+    return {"relearn_steps": float("nan")}
   counts = metrics.relearn_counts({name: inputs.states[name]}, inputs.forget,
                                   inputs.eval_config.relearn, inputs.mesh,
                                   optimizer=inputs.relearn_optimizer,
