@@ -9,8 +9,8 @@ parses flags and calls the runner of the config's `track` field (docs/design.md 
 return the summary.
 
 `--config_help` prints every config field with its default and its documentation (the comments
-of `defaults.base_config` and of each method's `default_config()`) and exits; with
-`--config=FILE`, the fields of that file's track (its `get_config` is loaded to read `track`).
+of the section builds in `defaults.SECTIONS` and of each method's `default_config()`) and exits;
+with `--config=FILE`, the fields of that file's track (its `get_config` is loaded to read `track`).
 
 Many hosts: run the same command on every host with `--coordinator_address=HOST:PORT
 --num_processes=N --process_id=I` (or on a TPU pod slice / SLURM with `--distributed`, which
