@@ -11,6 +11,7 @@ import pytest
 from conftest import mocked_tfds_data, without_times
 from unlearn_jax import config as config_lib
 from unlearn_jax import methods, study, train
+from unlearn_jax import workdir as workdir_lib
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
 
@@ -126,11 +127,11 @@ def test_steps_per_call_may_change_in_an_existing_workdir(tfds_data_dir, tmp_pat
   (tmp_path / "config.json").write_text(json.dumps(saved))
   config = tiny_config(tfds_data_dir)
   config.train.steps_per_call = 4
-  study.prepare_workdir(config, str(tmp_path))
+  workdir_lib.prepare(config, str(tmp_path))
   assert json.loads((tmp_path / "config.json").read_text())["train"]["steps_per_call"] == 4
   config.train.epochs += 1  # a field that changes the models is still refused
   with pytest.raises(config_lib.ConfigError, match="train.epochs"):
-    study.prepare_workdir(config, str(tmp_path))
+    workdir_lib.prepare(config, str(tmp_path))
 
 
 def test_failed_method_keeps_the_others(tfds_data_dir, tmp_path, monkeypatch):

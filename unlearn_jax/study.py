@@ -31,13 +31,6 @@ from unlearn_jax.evaluate import evaluator, mia, registry
 from unlearn_jax.methods import sisa
 from unlearn_jax.report import tables
 
-# Names kept for the LM track (lm/study.py, lm/select_lr.py) and users' scripts.
-RERUN_SAFE_FIELDS = workdir_lib.RERUN_SAFE_FIELDS
-prepare_workdir = workdir_lib.prepare
-record_time = workdir_lib.record_time
-method_rng = recipe.method_rng
-
-
 @dataclasses.dataclass
 class Context:
   """What every stage of a study needs."""
@@ -92,7 +85,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   preemption.install()
   defaults.validate(config)
   workdir = os.path.abspath(workdir)
-  prepare_workdir(config, workdir)
+  workdir_lib.prepare(config, workdir)
   context = build_context(config, workdir)
   names = method_names(config)
   context.models_total = config.eval.lira.num_models + len(config_lib.as_tuple(config.seeds)) * (

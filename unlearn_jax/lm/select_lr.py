@@ -43,7 +43,8 @@ from ml_collections import config_flags
 
 from unlearn_jax import config as config_lib
 from unlearn_jax import methods as methods_lib
-from unlearn_jax import study, train, utils
+from unlearn_jax import train, utils
+from unlearn_jax import workdir as workdir_lib
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.lm import defaults as lm_defaults
 from unlearn_jax.lm import methods as lm_methods
@@ -151,7 +152,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, sed_seed: int = HELD
   config_lib.require(bool(grid) and all(lr > 0 for lr in grid), "grid", grid,
                      "must hold learning rates > 0")
   workdir = os.path.abspath(workdir)
-  study.prepare_workdir(config, workdir)
+  workdir_lib.prepare(config, workdir)
   context = lm_study.build_context(config, workdir)
   seed = int(config_lib.as_tuple(config.seeds)[0])
   train_enc = context.encoded["train"]

@@ -30,6 +30,7 @@ from absl import logging
 from unlearn_jax import config as config_lib
 from unlearn_jax import methods as methods_lib
 from unlearn_jax import models, parallel, preemption, study, utils
+from unlearn_jax import workdir as workdir_lib
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.evaluate import evaluator, mia, residue
 from unlearn_jax.lm import data as qa_data
@@ -105,7 +106,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   preemption.install()
   lm_defaults.validate(config)
   workdir = os.path.abspath(workdir)
-  study.prepare_workdir(config, workdir)
+  workdir_lib.prepare(config, workdir)
   context = build_context(config, workdir)
   names = config_lib.as_tuple(config.methods)
   seeds = [int(s) for s in config_lib.as_tuple(config.seeds)]
@@ -221,7 +222,7 @@ def run_seed(context: Context, seed: int, status: dict[str, str]
         context.init_state(jax.random.fold_in(jax.random.key(model_seed), 1)), arrays,
         config.train, model_seed, name=f"{name}/seed_{seed}", mesh=context.mesh,
         checkpoint_dir=directory, writer=context.writer)
-    times[name] = study.record_time(directory, info, time.perf_counter() - start)
+    times[name] = workdir_lib.record_time(directory, info, time.perf_counter() - start)
     context.models_done += 1
 
   forget, retain = _take(train_enc, kind == sed_lib.TARGET), data["retrain"][0]
@@ -241,7 +242,7 @@ def run_seed(context: Context, seed: int, status: dict[str, str]
     with study.method_status(status, key):
       states[name], info = lm_methods.get(name)(states["original"], unlearn_data, config,
                                                 jax.random.fold_in(jax.random.key(seed), 2))
-      times[name] = study.record_time(directory, info, time.perf_counter() - start)
+      times[name] = workdir_lib.record_time(directory, info, time.perf_counter() - start)
     context.models_done += 1
 
   logging.info("stage: evaluate seed_%d (%d models)", seed, len(states))
