@@ -95,9 +95,17 @@ def _relearn_losses(state, forget: dict[str, np.ndarray], *, optimizer, train_st
            "weight": np.ones(len(forget["label"]), np.float32)}
   batch = jax.device_put(batch, parallel.replicated(mesh))  # forget sets are small
   key = jax.random.key(0)
-  while True:
-    state, step_metrics = train_step(state, batch, key)
-    yield float(step_metrics["loss"])
+  while True:  # dispatch a chunk of steps, then fetch their losses at once (one host sync)
+    losses = []
+    for _ in range(_RELEARN_CHUNK):
+      state, step_metrics = train_step(state, batch, key)
+      losses.append(step_metrics["loss"])
+    yield from (float(loss) for loss in jax.device_get(losses))
+
+
+# Relearning steps run between two fetches of their losses; the steps after the level is reached
+# are computed and discarded (the count is that of the first loss at or below the level).
+_RELEARN_CHUNK = 32
 
 
 def relearn_steps(state, forget: dict[str, np.ndarray], target_loss: float, *, optimizer,
