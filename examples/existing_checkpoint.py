@@ -39,9 +39,10 @@ def main(workdir: str, method: str = "grad_ascent", seed: int = 0) -> dict:
   sed = uj.build_sed(config, workdir)  # workdir: where an atypical selection probe is kept
   states = {name: uj.load_checkpoint(os.path.join(workdir, "checkpoints", name, f"seed_{seed}"))
             for name in REFERENCES}
-  data = uj.unlearn_data(sed, config, seed)
+  run = uj.unlearn_data(sed, config, seed)
+  cfg = uj.methods.method_config(config, method)  # config.unlearn.<its name>
   rng = jax.random.fold_in(jax.random.key(seed), 2)  # the key a study gives its methods
-  states[method], info = uj.run_method(method, states["original"], data, config, rng)
+  states[method], info = uj.run_method(method, states["original"], run, cfg, rng)
   records, _ = uj.evaluate_states(states, sed, config)
   name = uj.methods.resolve([method])[0]  # an import path's method name
   records[name] = records.pop(method)

@@ -14,7 +14,8 @@ Two ways to run it, from the repository root:
 
 Either way it appears in WORKDIR/report/summary.json as `my_method` (the module's name, since
 the function is called `unlearn`), its hyper-parameters as `config.unlearn.my_method` (from
-`default_config` below, recorded in config.json). About a minute on a laptop CPU.
+`default_config` below, recorded in config.json; the study passes that section to `unlearn` as
+`cfg`). `SPEC` below lets its `epochs` be a fraction of a pass. About a minute on a laptop CPU.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import optax
 import unlearn_jax as uj
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FRACTIONAL_EPOCHS = True  # `epochs` may be a fraction of a pass over the retained data
+SPEC = uj.methods.Spec(fractional_epochs=True)  # `epochs` may be a fraction of a pass
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -42,25 +43,28 @@ def default_config() -> ml_collections.ConfigDict:
   return config
 
 
-def unlearn(state, data, config, rng):
-  """Descends on retained batches and ascends on forget batches; returns (state, info)."""
-  del rng  # batch order comes from data.seed
-  cfg = config.unlearn.my_method
+def unlearn(state, run, cfg, rng):
+  """Descends on retained batches and ascends on forget batches; returns (state, info).
+
+  `run` is a `uj.RunContext` (the data and the run's seed, mesh, recipe, ...), `cfg` this
+  method's `config.unlearn.my_method`.
+  """
+  del rng  # batch order comes from run.seed
   batch_size = int(cfg.batch_size)
-  retain = uj.pipeline.EpochSampler(data.retain, batch_size, data.seed)
-  forget = uj.pipeline.EpochSampler(data.forget, min(batch_size, len(data.forget["label"])),
-                                    data.seed + 1, weight=-float(cfg.forget_weight))
+  retain = uj.pipeline.EpochSampler(run.retain, batch_size, run.seed)
+  forget = uj.pipeline.EpochSampler(run.forget, min(batch_size, len(run.forget["label"])),
+                                    run.seed + 1, weight=-float(cfg.forget_weight))
 
   def batch_fn(step):  # the weighted loss of a batch is sum(w * ce) / sum(|w|)
     return uj.pipeline.concat(retain.batch(step), forget.batch(step))
 
   state = state.with_optimizer(optax.sgd(float(cfg.lr), momentum=0.9))
-  # train.fit checkpoints into data.checkpoint_dir, so a rerun resumes or skips this method.
+  # train.fit checkpoints into run.checkpoint_dir, so a rerun resumes or skips this method.
   return uj.train.fit(state, batch_fn, retain.steps_for(cfg.epochs),
-                      name=f"my_method/seed_{data.seed}", mesh=data.mesh, seed=data.seed,
-                      checkpoint_dir=data.checkpoint_dir,
-                      checkpoint_every=config.train.checkpoint_every,
-                      log_every=config.train.log_every, writer=data.writer)
+                      name=f"my_method/seed_{run.seed}", mesh=run.mesh, seed=run.seed,
+                      checkpoint_dir=run.checkpoint_dir,
+                      checkpoint_every=run.recipe.checkpoint_every,
+                      log_every=run.recipe.log_every, writer=run.writer)
 
 
 def main(workdir: str, config: ml_collections.ConfigDict | None = None) -> dict:
@@ -73,7 +77,7 @@ def main(workdir: str, config: ml_collections.ConfigDict | None = None) -> dict:
   Returns:
     The study summary, read from WORKDIR/report/summary.json.
   """
-  uj.register_method("my_method", unlearn)  # default_config and FRACTIONAL_EPOCHS: this module's
+  uj.register_method("my_method", unlearn)  # default_config and SPEC: this module's
   if config is None:
     config = uj.load_config(os.path.join(ROOT, "configs", "sed_mnist.py:runlocal"))
   config.methods = ("finetune", "my_method")

@@ -61,9 +61,10 @@ def mocked_tfds_data(num_examples: int):
 
 
 def make_toy_unlearning(num_classes: int = 3, epochs: int = 3, lr: float = 0.05):
-  """A small MLP trained on 60 random 6×6 images, and UnlearnData with the first 6 as T.
+  """A small MLP trained on 60 random 6×6 images, and a RunContext with the first 6 as T.
 
-  Returns (trained state, UnlearnData, study config whose train recipe was used, mesh).
+  Returns (trained state, RunContext, study config whose train recipe was used and is the
+  run's recipe, mesh).
   """
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -81,6 +82,6 @@ def make_toy_unlearning(num_classes: int = 3, epochs: int = 3, lr: float = 0.05)
   config.train.log_every = 1000
   state, _ = train.train_from_scratch(init(jax.random.key(0)), data, config.train, 0,
                                       name="toy", mesh=mesh)
-  unlearn_data = methods.UnlearnData(forget=forget, retain=retain, mesh=mesh, seed=0,
-                                     num_classes=num_classes, init_state=init)
-  return state, unlearn_data, config, mesh
+  run = methods.RunContext(forget=forget, retain=retain, mesh=mesh, seed=0,
+                           num_classes=num_classes, init_state=init, recipe=config.train)
+  return state, run, config, mesh

@@ -62,6 +62,7 @@ def main(argv: list[str]) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from unlearn_jax import references, study, train, utils  # pylint: disable=g-import-not-at-top
+  from unlearn_jax.tasks import image  # pylint: disable=g-import-not-at-top
 
   assert jax.local_device_count() == args.devices, jax.local_devices()
   written = []  # every file this process writes through utils.write_text (JSON, CSV, reports)
@@ -75,7 +76,7 @@ def main(argv: list[str]) -> None:
   config, workdir = study_config(args.data_dir), os.path.join(args.out, "study")
   summary = study.run(config, workdir)
   # The original model again, restored from the checkpoints both processes wrote.
-  context = study.build_context(config, workdir)
+  context = image.ImageTask.build(config, workdir)
   state, _ = references.train_one(context.sed, config, "original", 0, workdir=workdir,
                                   mesh=context.mesh)
   logits = train.predict(state, context.sed.train, batch_size=64, mesh=context.mesh)

@@ -23,8 +23,9 @@ from unlearn_jax import (api, defaults, methods, models, parallel, references, s
 from unlearn_jax.config import ConfigError
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
+from unlearn_jax.tasks import image
 
-CONTRACT_TEXT = "unlearn(state, data: UnlearnData, config, rng)"
+CONTRACT_TEXT = "unlearn(state, run: RunContext, cfg, rng)"
 
 # Dotted names that user scripts and docs/api.md rely on; a rename must fail here.
 PUBLIC = (
@@ -36,7 +37,8 @@ PUBLIC = (
     "unlearn_jax.methods.get", "unlearn_jax.methods.register", "unlearn_jax.methods.unregister",
     "unlearn_jax.methods.load", "unlearn_jax.methods.resolve", "unlearn_jax.methods.call",
     "unlearn_jax.methods.available", "unlearn_jax.methods.method_config",
-    "unlearn_jax.methods.UnlearnData", "unlearn_jax.methods.MethodContractError",
+    "unlearn_jax.methods.RunContext", "unlearn_jax.methods.Spec", "unlearn_jax.methods.spec",
+    "unlearn_jax.methods.MethodContractError",
     "unlearn_jax.models.register", "unlearn_jax.models.unregister", "unlearn_jax.models.get",
     "unlearn_jax.models.default_kwargs", "unlearn_jax.datasets.register",
     "unlearn_jax.datasets.unregister", "unlearn_jax.datasets.load",
@@ -118,8 +120,8 @@ def test_import_is_cheap():
 # Methods: registration, import paths, the contract check.
 
 
-def _ok(state, data, config, rng):
-  del data, config, rng
+def _ok(state, run, cfg, rng):
+  del run, cfg, rng
   return state, {"steps": 0}
 
 
@@ -127,7 +129,7 @@ def test_register_rejects_a_wrong_signature_naming_the_contract():
   def two_args(state, data):
     return state, {}
 
-  def keyword_only(state, data, config, rng, *, extra):
+  def keyword_only(state, run, cfg, rng, *, extra):
     return state, {}
 
   for fn in (two_args, keyword_only):
@@ -166,13 +168,13 @@ USER_MODULE = textwrap.dedent("""
       if cfg.lr > 1:
         raise ConfigError(f"config.unlearn.user_methods.lr={cfg.lr}: must be at most 1")
 
-    def unlearn(state, data, config, rng):
-      return state, {"steps": 0, "lr": config.unlearn.user_methods.lr}
+    def unlearn(state, run, cfg, rng):
+      return state, {"steps": 0, "lr": cfg.lr}
 
-    def halve(state, data, config, rng):
+    def halve(state, run, cfg, rng):
       return state, {}
 
-    def finetune(state, data, config, rng):
+    def finetune(state, run, cfg, rng):
       return state, {}
 
     def two_args(state, data):
@@ -249,7 +251,7 @@ def test_validate_fills_and_checks_an_import_path_methods_config(user_module):
 
 def test_registered_method_config_joins_base_config():
   methods.register("mine", _ok, default_config=lambda: {"lr": 0.25, "epochs": 0.5},
-                   fractional_epochs=True)
+                   spec=methods.Spec(fractional_epochs=True))
   config = defaults.base_config()
   assert config.unlearn.mine.lr == 0.25
   config.methods = ("mine",)
@@ -265,10 +267,11 @@ def toy_state():
   rng = np.random.default_rng(0)
   arrays = {"image": rng.integers(0, 256, (10, 6, 6, 1), dtype=np.uint8),
             "label": rng.integers(0, 3, 10).astype(np.int32), "id": np.arange(10)}
-  data = methods.UnlearnData(forget=arrays, retain=arrays, mesh=parallel.make_mesh(),
-                             seed=0, num_classes=3,
-                             init_state=lambda key: train.create_state(model, key, (6, 6, 1)))
-  return state, data
+  run = methods.RunContext(forget=arrays, retain=arrays, mesh=parallel.make_mesh(),
+                           seed=0, num_classes=3,
+                           init_state=lambda key: train.create_state(model, key, (6, 6, 1)),
+                           recipe=defaults.base_config().train)
+  return state, run
 
 
 @pytest.mark.parametrize("returned,fragments", [
@@ -287,27 +290,30 @@ def test_call_reports_a_wrong_return_with_what_was_expected(toy_state, returned,
   state, data = toy_state
   methods.register("wrong", lambda s, d, c, r: returned(s))
   with pytest.raises(methods.MethodContractError) as error:
-    methods.call("wrong", state, data, defaults.base_config(), jax.random.key(0))
+    methods.call("wrong", state, data, ml_collections.ConfigDict(), jax.random.key(0))
   message = str(error.value)
   assert message.startswith("method 'wrong' (register('wrong'"), message
   for fragment in fragments:
     assert fragment in message, (fragment, message)
 
 
-def test_call_returns_a_checked_pair_and_adds_the_config_section(toy_state):
+def test_call_returns_a_checked_pair_and_method_config_adds_the_section(toy_state):
   state, data = toy_state
   seen = {}
 
-  def halve(state, data, config, rng):
-    seen["factor"] = config.unlearn.halve.factor
-    params = jax.tree.map(lambda p: p * config.unlearn.halve.factor, state.params)
+  def halve(state, run, cfg, rng):
+    del run, rng
+    seen["factor"] = cfg.factor
+    params = jax.tree.map(lambda p: p * cfg.factor, state.params)
     return state.replace(params=params), {"steps": jnp.int32(1), "norms": jnp.ones(2)}
 
   config = defaults.base_config()
   config.lock()
   methods.register("halve", halve, default_config={"factor": 0.5})
-  new_state, info = methods.call("halve", state, data, config, jax.random.key(0))
-  assert seen["factor"] == 0.5 and config.unlearn.halve.factor == 0.5  # section was added
+  cfg = methods.method_config(config, "halve")
+  assert config.unlearn.halve.factor == 0.5  # the section was added
+  new_state, info = methods.call("halve", state, data, cfg, jax.random.key(0))
+  assert seen["factor"] == 0.5
   assert info["steps"] == 1 and isinstance(info["steps"], int)
   np.testing.assert_array_equal(info["norms"], [1.0, 1.0])
   np.testing.assert_array_equal(new_state.params["Dense_1"]["kernel"],
@@ -446,10 +452,10 @@ def test_registered_dataset_loads_like_a_tfds_one():
 # A study with a user dataset, model and method; the script API against its results.
 
 
-def _shrink(state, data, config, rng):
+def _shrink(state, run, cfg, rng):
   """Scales the output layer: logits scale, so predictions (accuracy) stay the same."""
-  del data, rng
-  factor = config.unlearn.shrink.factor
+  del run, rng
+  factor = cfg.factor
   params = dict(state.params)
   params["Dense_1"] = jax.tree.map(lambda p: p * factor, params["Dense_1"])
   return state.replace(params=params), {"steps": 0}
@@ -513,7 +519,7 @@ def test_build_sed_with_atypical_targets_equals_the_studys(toy_study, tmp_path):
   _, config, _ = toy_study
   config = ml_collections.ConfigDict(config.to_dict())
   config.sed.selection = "atypical"
-  expected = study.build_context(config, str(tmp_path)).sed  # trains the study's probe
+  expected = image.ImageTask.build(config, str(tmp_path)).sed  # trains the study's probe
   sed = api.build_sed(config)  # trains it again, elsewhere
   for key in ("id", "label", "kind", "group"):
     np.testing.assert_array_equal(sed.train[key], expected.train[key], err_msg=key)
@@ -580,6 +586,6 @@ def test_load_config_and_unlearn_data(toy_study):
   data = api.unlearn_data(sed, config, seed=3)
   np.testing.assert_array_equal(data.forget["id"], np.sort(sed.target_ids))
   assert len(data.retain["id"]) == len(sed.train["id"]) - config.sed.num_targets
-  assert data.seed == 3 and data.num_classes == 3
+  assert data.seed == 3 and data.num_classes == 3 and data.recipe is config.train
   fresh = data.init_state(jax.random.key(0))
   assert fresh.params["Dense_0"]["kernel"].shape == (64, 8)

@@ -212,9 +212,9 @@ def toy():
 @pytest.mark.parametrize("name", sorted(methods.builtin_names()))
 def test_a_second_run_of_a_method_compiles_nothing(toy, name):
   state, data, config, _ = toy
-  methods.call(name, state, data, config, jax.random.key(0))
+  methods.call(name, state, data, config.unlearn[name], jax.random.key(0))
   with train.CompileCounter() as counter:
-    methods.call(name, state, data, config, jax.random.key(0))
+    methods.call(name, state, data, config.unlearn[name], jax.random.key(0))
   assert counter.names == [], f"{name} recompiled {counter.names}"
 
 

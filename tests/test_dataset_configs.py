@@ -13,6 +13,7 @@ import pytest
 from conftest import mocked_tfds_data
 from unlearn_jax import defaults, models, study, sweep
 from unlearn_jax.data import sed as sed_lib
+from unlearn_jax.tasks import image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # config file -> (tfds name, image shape, model)
@@ -49,7 +50,7 @@ def test_config_validates_and_builds_its_sed(name, variant, tmp_path):
   config.data_dir = str(tmp_path / "tfds")
   with mocked_tfds_data(NUM_MOCK_EXAMPLES):
     defaults.validate(config)
-    context = study.build_context(config, str(tmp_path / "study"))
+    context = image.ImageTask.build(config, str(tmp_path / "study"))
   sed = context.sed
   num_targets, per_target = config.sed.num_targets, config.sed.similar_per_target
   assert sed.train["image"].shape[1:] == shape and sed.test["image"].shape[1:] == shape

@@ -18,9 +18,10 @@ import pytest
 
 from unlearn_jax import methods, models, parallel, train
 from unlearn_jax.config import ConfigError
-from unlearn_jax.lm import methods as lm_methods
 from unlearn_jax.lm import steps
 from unlearn_jax.lm.methods import common, npo, simnpo
+from unlearn_jax.lm.methods import grad_ascent as lm_grad_ascent
+from unlearn_jax.methods import grad_ascent as image_grad_ascent
 
 VOCAB, LENGTH = 20, 16
 
@@ -133,23 +134,69 @@ def test_with_shares_splits_the_weight_over_real_rows():
 # Registry and configs.
 
 
+LM_NAMES = ("finetune", "grad_ascent", "grad_diff", "kl_min", "npo", "retrain", "simnpo")
+
+
+def test_the_lm_registry_lists_its_builtin_methods():
+  assert methods.builtin_names("lm") == LM_NAMES
+  assert methods.available("lm") == LM_NAMES
+  assert "common" not in methods.available("lm")
+  assert {"npo", "simnpo", "kl_min"}.isdisjoint(methods.builtin_names("image"))
+
+
 def test_names_configs_and_unknown_name():
-  assert lm_methods.NAMES == ("retrain", "finetune", "grad_ascent", "grad_diff", "kl_min", "npo",
-                              "simnpo")
-  configs = lm_methods.default_configs()
-  assert set(configs.keys()) == set(lm_methods.NAMES)
+  configs = methods.default_configs(track="lm")
+  assert set(configs.keys()) == set(LM_NAMES)
   assert (configs.npo.beta, configs.npo.retain_weight) == (0.1, 1.0)
   assert (configs.simnpo.beta, configs.simnpo.gamma, configs.simnpo.retain_weight) == (
       2.5, 0.0, 0.1375)
-  for name in lm_methods.NAMES:
-    lm_methods.check_config(name, configs[name])
-    assert callable(lm_methods.get(name))
-  with pytest.raises(ConfigError, match="simnpo"):
-    lm_methods.get("simnop")
+  for name in LM_NAMES:
+    methods.check_config(name, configs[name], track="lm")
+    assert callable(methods.get(name, track="lm"))
+  with pytest.raises(ConfigError, match="language-model method; available: .*simnpo"):
+    methods.get("simnop", track="lm")
+  with pytest.raises(ConfigError, match="available: .*random_label"):
+    methods.get("npo")  # an LM method is not an image method
   bad = configs.npo.copy_and_resolve_references()
   bad.beta = 0.0
   with pytest.raises(ConfigError, match="unlearn.npo.beta"):
-    lm_methods.check_config("npo", bad)
+    methods.check_config("npo", bad, track="lm")
+  # A fraction of a pass: only methods whose spec allows it (finetune).
+  bad = ml_collections.ConfigDict({**configs.grad_ascent.to_dict(), "epochs": 0.5})
+  with pytest.raises(ConfigError, match="unlearn.grad_ascent.epochs=0.5: must be an integer"):
+    methods.check_config("grad_ascent", bad, track="lm")
+  good = configs.finetune.copy_and_resolve_references()
+  good.epochs = 0.5
+  methods.check_config("finetune", good, track="lm")
+
+
+def test_an_lm_name_gets_the_lm_module_not_the_image_one():
+  lm_fn = methods.get("grad_ascent", track="lm")
+  assert lm_fn is lm_grad_ascent.unlearn
+  assert lm_fn is not methods.get("grad_ascent") and methods.get("grad_ascent") is (
+      image_grad_ascent.unlearn)
+  assert methods.spec("retrain", track="lm").reference == "retrain"
+  assert methods.spec("finetune", track="lm").fractional_epochs
+
+
+def test_a_method_registered_on_lm_is_not_visible_on_image():
+  def keep(state, run, cfg, rng):
+    del run, cfg, rng
+    return state, {"steps": 0, "wall_s": 0.0}
+
+  methods.register("keep_lm", keep, default_config={"lr": 0.1}, track="lm")
+  try:
+    assert "keep_lm" in methods.available("lm") and "keep_lm" not in methods.available("image")
+    assert methods.get("keep_lm", track="lm") is keep
+    assert methods.default_configs("lm").keep_lm.lr == 0.1
+    assert "keep_lm" not in methods.default_configs("image")
+    with pytest.raises(ConfigError, match="unknown name"):
+      methods.get("keep_lm")
+    with pytest.raises(KeyError):
+      methods.unregister("keep_lm")  # registered on the lm track only
+  finally:
+    methods.unregister("keep_lm", track="lm")
+  assert "keep_lm" not in methods.available("lm")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,20 +256,23 @@ def toy():
       "log_every": 10_000})
   state, _ = steps.train_from_scratch(init(jax.random.key(0)), data, config.train, 0,
                                       name="original", mesh=mesh)
-  config.unlearn = lm_methods.default_configs()
-  for name in lm_methods.NAMES[1:]:
+  config.unlearn = methods.default_configs(track="lm")
+  for name in LM_NAMES:
+    if name == "retrain":
+      continue
     # The recipe's optimiser and batch size: original, retrain, finetune and grad_ascent share
     # one compiled step, grad_diff/simnpo another and kl_min/npo a third.
     config.unlearn[name].batch_size = 4
     config.unlearn[name].lr = 1e-2
   forget = {key: value[:4] for key, value in data.items()}
   retain = {key: value[4:] for key, value in data.items()}
-  unlearn_data = methods.UnlearnData(forget=forget, retain=retain, mesh=mesh, seed=0,
-                                     num_classes=VOCAB, init_state=init)
+  run = methods.RunContext(forget=forget, retain=retain, mesh=mesh, seed=0, num_classes=VOCAB,
+                           init_state=init, recipe=config.train)
   original_params = jax.tree.map(np.asarray, state.params)
-  results = {name: lm_methods.call(name, state, unlearn_data, config, jax.random.key(5))
-             for name in lm_methods.NAMES}
-  return {"state": state, "original_params": original_params, "data": unlearn_data,
+  results = {name: methods.call(name, state, run, config.unlearn[name], jax.random.key(5),
+                                track="lm")
+             for name in LM_NAMES}
+  return {"state": state, "original_params": original_params, "data": run,
           "config": config, "mesh": mesh, "init": init, "results": results}
 
 
@@ -274,3 +324,18 @@ def test_retrain_equals_training_on_the_retained_data(toy):
   # Trained on the retained rows only: it never memorised the forget rows.
   mesh = toy["mesh"]
   assert _nll(expected, data.forget, mesh).mean() > 5 * _nll(expected, data.retain, mesh).mean()
+
+
+def test_call_refuses_an_lm_result_with_another_parameter_tree(toy):
+  def widen(state, run, cfg, rng):
+    del run, cfg, rng
+    params = jax.tree.map(lambda leaf: jnp.concatenate([leaf, leaf]), state.params)
+    return state.replace(params=params), {"steps": 1, "wall_s": 0.0}
+
+  methods.register("widen", widen, track="lm")
+  try:
+    with pytest.raises(methods.MethodContractError, match="differ from the input's"):
+      methods.call("widen", toy["state"], toy["data"], ml_collections.ConfigDict(),
+                   jax.random.key(0), track="lm")
+  finally:
+    methods.unregister("widen", track="lm")

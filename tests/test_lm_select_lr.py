@@ -34,7 +34,7 @@ def test_choose_takes_the_closest_lr_within_the_budget():
 
 
 def _rows(values):
-  """Per-target rows as lm.study.evaluate writes them; `values`: {model: [(nll, min_k), ...]}."""
+  """Per-target rows as lm.evaluate.evaluate writes them; `values`: {model: [(nll, min_k), ...]}."""
   rows = []
   for model, per_target in values.items():
     for target, (nll, min_k) in enumerate(per_target):
@@ -93,9 +93,9 @@ def test_selection_runs_on_held_out_targets(tmp_path):
 
 
 def test_method_defaults_are_the_selected_rates():
-  from unlearn_jax.lm import methods as lm_methods  # pylint: disable=g-import-not-at-top
-  configs = lm_methods.default_configs()
-  with_lr = {name for name in lm_methods.NAMES if "lr" in configs[name]}
+  from unlearn_jax import methods  # pylint: disable=g-import-not-at-top
+  configs = methods.default_configs(track="lm")
+  with_lr = {name for name in methods.builtin_names("lm") if "lr" in configs[name]}
   assert with_lr == set(lm_defaults.METHOD_LR)  # retrain uses config.train
   for name in with_lr:
     assert configs[name].lr == lm_defaults.METHOD_LR[name] and configs[name].lr in select_lr.GRID

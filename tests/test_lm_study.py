@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from unlearn_jax import config as config_lib
+from unlearn_jax import study
 from unlearn_jax.evaluate import residue
 from unlearn_jax.lm import defaults as lm_defaults
-from unlearn_jax.lm import study as lm_study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,7 +25,7 @@ def tiny_config():
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("qa"))
-  return workdir, lm_study.run(tiny_config(), workdir)
+  return workdir, study.run(tiny_config(), workdir)
 
 
 def test_workdir_contract_and_scores(first_run):
@@ -114,7 +114,7 @@ def test_rerun_restores_every_model_without_training_and_gives_the_same_summary(
                         for name in summary["methods"]}
   assert all(info["steps_run"] > 0 for info in infos.values()), infos
   assert lines
-  again = lm_study.run(tiny_config(), workdir)
+  again = study.run(tiny_config(), workdir)
   # Nothing trained again: no new metric line, no checkpoint or info.json rewritten, and every
   # model's time is the recorded one (a deterministic retraining would reproduce the scores
   # below, not these).

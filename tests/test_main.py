@@ -11,7 +11,8 @@ from unlearn_jax import api, defaults, study
 from unlearn_jax import config as config_lib
 from unlearn_jax import main as main_lib
 from unlearn_jax.lm import defaults as lm_defaults
-from unlearn_jax.lm import study as lm_study
+from unlearn_jax.tasks import image as image_task
+from unlearn_jax.tasks import lm as lm_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -123,8 +124,8 @@ def test_the_track_comes_from_the_config_field_not_the_file_text(tmp_path):
   qa = _write_config(tmp_path, "my_qa.py", QA_ON_TOP)
   image = _write_config(tmp_path, "my_mnist.py", IMAGE_WITH_COMMENT)
   assert "unlearn_jax.lm" not in open(qa).read() and "unlearn_jax.lm" in open(image).read()
-  assert main_lib.RUNNERS[main_lib.track(api.load_config(qa + ":runlocal"))] is lm_study.run
-  assert main_lib.RUNNERS[main_lib.track(api.load_config(image))] is study.run
+  assert study.TASKS[study.track(api.load_config(qa + ":runlocal"))] is lm_task.LMTask
+  assert study.TASKS[study.track(api.load_config(image))] is image_task.ImageTask
   # Before the flags parse: --config_help and an unknown override use the file's track.
   entries = _help_entries(_main(f"--config={qa}:runlocal", "--config_help").stdout)
   assert "qa.similar_per_target" in entries and "sed.ratio" not in entries
@@ -150,7 +151,7 @@ def get_config(arg=None):
 """)
   config = api.load_config(path)
   with pytest.raises(config_lib.ConfigError, match="unknown track"):
-    main_lib.track(config)
+    study.track(config)
   workdir = tmp_path / "wd"
   result = _main(f"--config={path}", f"--workdir={workdir}")
   assert result.returncode == 1 and not workdir.exists()

@@ -1,9 +1,13 @@
 """Unlearning methods: the registry, the contract, and what each update does on a toy problem."""
 
+import dataclasses
 import importlib
+import os
 import pkgutil
+import time
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -11,6 +15,7 @@ from conftest import make_toy_unlearning
 
 import unlearn_jax
 from unlearn_jax import methods, train
+from unlearn_jax.config import ConfigError
 from unlearn_jax.methods import random_label
 
 NUM_CLASSES = 3
@@ -28,6 +33,36 @@ def test_registry_lists_methods_and_explains_a_miss():
     methods.get("finetuen")
   for name in methods.available():
     assert callable(methods.get(name))
+
+
+def test_the_image_registry_lists_its_builtin_methods():
+  directory = os.path.dirname(methods.__file__)
+  modules = sorted(name[:-3] for name in os.listdir(directory)
+                   if name.endswith(".py") and not name.startswith("_") and name != "common.py")
+  assert methods.builtin_names() == methods.builtin_names("image") == tuple(modules)
+  assert {"retrain", "salun", "sisa", "scrub"} <= set(modules)
+
+
+def test_specs_say_what_the_study_must_know():
+  assert methods.spec("retrain") == methods.Spec(reference="retrain")
+  assert methods.spec("sisa").returns_ensemble and methods.spec("sisa").reference is None
+  assert methods.spec("salun").fractional_epochs and not methods.spec("salun").returns_ensemble
+  assert methods.spec("grad_ascent") == methods.Spec()  # no SPEC: every default
+  for module in ("finetune", "l1_sparse", "neggrad_plus", "random_label", "salun", "sisa",
+                 "retrain"):
+    loaded = importlib.import_module(f"unlearn_jax.methods.{module}")
+    assert not hasattr(loaded, "FRACTIONAL_EPOCHS") and not hasattr(loaded, "RETURNS_ENSEMBLE")
+
+
+def test_an_unknown_track_is_refused_naming_track():
+  for call in (lambda: methods.available("audio"), lambda: methods.get("finetune", "audio"),
+               lambda: methods.default_configs("audio"),
+               lambda: methods.register("mine", lambda s, r, c, k: (s, {}), track="audio")):
+    with pytest.raises(ConfigError, match=r"track='audio': unknown track; tracks: image, lm"):
+      call()
+  config = ml_collections.ConfigDict({"track": "audio", "unlearn": {}})
+  with pytest.raises(ConfigError, match="track='audio'"):
+    methods.method_config(config, "finetune")
 
 
 def test_relabel_never_keeps_the_true_label():
@@ -52,10 +87,10 @@ def _forget_loss(state, data, mesh):
 
 def test_grad_ascent_raises_the_forget_loss(toy):
   state, data, config, mesh = toy
-  config = config.copy_and_resolve_references()
-  config.unlearn.grad_ascent.lr = 0.05
-  unlearned, info = methods.get("grad_ascent")(state, data, config, jax.random.key(1))
-  assert info["steps"] == config.unlearn.grad_ascent.epochs
+  cfg = config.unlearn.grad_ascent.copy_and_resolve_references()
+  cfg.lr = 0.05
+  unlearned, info = methods.get("grad_ascent")(state, data, cfg, jax.random.key(1))
+  assert info["steps"] == cfg.epochs
   assert _forget_loss(unlearned, data, mesh) > _forget_loss(state, data, mesh)
 
 
@@ -63,7 +98,7 @@ def test_grad_ascent_raises_the_forget_loss(toy):
 def test_method_contract(toy, name):
   state, data, config, mesh = toy
   before = jax.device_get(state.params)
-  unlearned, info = methods.get(name)(state, data, config, jax.random.key(1))
+  unlearned, info = methods.get(name)(state, data, config.unlearn[name], jax.random.key(1))
   assert info["steps"] > 0 and info["wall_s"] >= 0
   assert jax.tree.structure(unlearned.params) == jax.tree.structure(state.params)
   # The original state is left intact (methods start from a copy).
@@ -73,11 +108,32 @@ def test_method_contract(toy, name):
   assert any(jax.tree.leaves(changed))
 
 
+def test_time_spent_untimed_is_on_the_run_clock(toy):
+  state, data, _, _ = toy
+  run = dataclasses.replace(data, clock=methods.Clock())  # a fresh clock
+
+  def sleepy(state, run, cfg, rng):
+    del cfg, rng
+    with run.untimed():
+      time.sleep(0.2)
+    return state, {"steps": 0, "wall_s": 0.0}
+
+  methods.register("sleepy", sleepy)
+  try:
+    start = time.perf_counter()
+    methods.call("sleepy", state, run, ml_collections.ConfigDict(), jax.random.key(0))
+    elapsed = time.perf_counter() - start
+  finally:
+    methods.unregister("sleepy")
+  assert 0.2 <= run.clock.excluded_s <= elapsed
+  assert data.clock.excluded_s == 0  # another run's clock is untouched
+
+
 def test_random_label_lowers_confidence_on_forget(toy):
   state, data, config, mesh = toy
-  config = config.copy_and_resolve_references()
-  config.unlearn.random_label.epochs = 3
-  unlearned, _ = methods.get("random_label")(state, data, config, jax.random.key(1))
+  cfg = config.unlearn.random_label.copy_and_resolve_references()
+  cfg.epochs = 3
+  unlearned, _ = methods.get("random_label")(state, data, cfg, jax.random.key(1))
   assert _forget_loss(unlearned, data, mesh) > _forget_loss(state, data, mesh)
 
 

@@ -40,8 +40,7 @@ def _unchanged(before, state):
 
 def test_scrub_keeps_retain_and_moves_forget_away_from_the_teacher(toy):
   state, data, config = toy
-  config = config.copy_and_resolve_references()
-  cfg = config.unlearn.scrub
+  cfg = config.unlearn.scrub.copy_and_resolve_references()
   cfg.epochs, cfg.msteps, cfg.retain_steps, cfg.batch_size, cfg.lr = 15, 15, 3, 16, 0.005
   cfg.lr_decay_epochs = ()
   # The authors' small-scale optimiser: the SGD default at this lr barely moves the toy.
@@ -50,7 +49,7 @@ def test_scrub_keeps_retain_and_moves_forget_away_from_the_teacher(toy):
   # comparison isolates SCRUB's max (forget) and min (retain) KL steps.
   cfg.alpha, cfg.gamma = 1.0, 0.0
   before = jax.device_get(state.params)
-  unlearned, info = methods.get("scrub")(state, data, config, jax.random.key(1))
+  unlearned, info = methods.get("scrub")(state, data, cfg, jax.random.key(1))
   assert info["max_steps"] == 15 and info["min_steps"] == 45 and info["steps"] == 60
   _unchanged(before, state)
   retain_kl = _kl(_logits(state, data, "retain"), _logits(unlearned, data, "retain"))
@@ -88,7 +87,7 @@ def test_scrub_default_schedule_is_the_authors(toy):
   # Authors' large-scale run: 3 epochs, the first 2 starting with a max pass over T (one step:
   # |T| = 6 fits a batch), then the budget's 5 min steps per epoch.
   state, data, config = toy
-  _, info = methods.get("scrub")(state, data, config, jax.random.key(1))
+  _, info = methods.get("scrub")(state, data, config.unlearn.scrub, jax.random.key(1))
   assert info["max_steps"] == 2 and info["min_steps"] == 15 and info["steps"] == 17
   steps, starts = scrub.plan(3, 2, 1, 5)
   assert [kind for kind, _ in steps] == (["max"] + ["min"] * 5) * 2 + ["min"] * 5
@@ -104,11 +103,10 @@ def test_scrub_kl_is_teacher_to_student():
 
 def test_bad_teacher_moves_forget_towards_the_random_teacher(toy):
   state, data, config = toy
-  config = config.copy_and_resolve_references()
-  cfg = config.unlearn.bad_teacher
+  cfg = config.unlearn.bad_teacher.copy_and_resolve_references()
   cfg.epochs, cfg.batch_size, cfg.lr, cfg.retain_fraction = 20, 16, 0.003, 1.0
   rng = jax.random.key(3)
-  unlearned, info = methods.get("bad_teacher")(state, data, config, rng)
+  unlearned, info = methods.get("bad_teacher")(state, data, cfg, rng)
   assert info["forget_examples"] == 6 and info["retain_examples"] == 54
   random_teacher = data.init_state(rng)  # the incompetent teacher the method drew from rng
   random_forget = _logits(random_teacher, data, "forget")
@@ -142,10 +140,9 @@ def test_ssd_importance_is_the_mean_squared_batch_gradient(toy):
 
 def test_ssd_dampens_exactly_the_selected_parameters(toy):
   state, data, config = toy
-  config = config.copy_and_resolve_references()
-  cfg = config.unlearn.ssd
+  cfg = config.unlearn.ssd.copy_and_resolve_references()
   cfg.alpha, cfg.lam, cfg.batch_size = 2.0, 0.5, 64  # one batch each for T and for D
-  unlearned, info = methods.get("ssd")(state, data, config, jax.random.key(1))
+  unlearned, info = methods.get("ssd")(state, data, cfg, jax.random.key(1))
   # By hand: importances are squared mean gradients over T and over D = retain ∪ T.
   images = np.concatenate([data.retain["image"], data.forget["image"]])
   labels = np.concatenate([data.retain["label"], data.forget["label"]])
@@ -180,13 +177,12 @@ def _get(tree, path):
 
 def test_fisher_noise_shrinks_with_retain_fisher_and_is_reproducible(toy):
   state, data, config = toy
-  config = config.copy_and_resolve_references()
-  cfg = config.unlearn.fisher
+  cfg = config.unlearn.fisher.copy_and_resolve_references()
   cfg.labels, cfg.max_examples, cfg.alpha = "true", 0, 1e-6  # deterministic F over all of D_r
-  unlearned, info = methods.get("fisher")(state, data, config, jax.random.key(5))
+  unlearned, info = methods.get("fisher")(state, data, cfg, jax.random.key(5))
   assert info["examples"] == 54
-  again, _ = methods.get("fisher")(state, data, config, jax.random.key(5))
-  other, _ = methods.get("fisher")(state, data, config, jax.random.key(6))
+  again, _ = methods.get("fisher")(state, data, cfg, jax.random.key(5))
+  other, _ = methods.get("fisher")(state, data, cfg, jax.random.key(6))
   before = jax.device_get(state.params)
   delta = jax.tree.map(np.subtract, jax.device_get(unlearned.params), before)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(again.params),
@@ -262,9 +258,7 @@ def test_fisher_data_draws_the_labels_from_the_model(toy):
   mismatches = int(np.sum(sampled["label"] != true["label"]))
   assert expected > 15 and abs(mismatches - expected) < 3 * spread, (mismatches, expected)
   # The run reports the stated sample size.
-  config = config.copy_and_resolve_references()
-  config.unlearn.fisher.max_examples = 40
-  assert methods.get("fisher")(state, data, config, jax.random.key(0))[1]["examples"] == 40
+  assert methods.get("fisher")(state, data, cfg, jax.random.key(0))[1]["examples"] == 40
 
 
 @pytest.mark.parametrize("name,field,value,match", [

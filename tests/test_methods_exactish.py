@@ -72,9 +72,9 @@ def convex():
   config = defaults.base_config()
   config.train.weight_decay = WEIGHT_DECAY
   mesh = parallel.make_mesh()
-  unlearn_data = methods.UnlearnData(forget=forget, retain=retain, mesh=mesh, seed=0,
-                                     num_classes=NUM_CLASSES, init_state=init)
-  return state.replace(params=unravel(original)), unlearn_data, config, retrained
+  run = methods.RunContext(forget=forget, retain=retain, mesh=mesh, seed=0,
+                           num_classes=NUM_CLASSES, init_state=init, recipe=config.train)
+  return state.replace(params=unravel(original)), run, config, retrained
 
 
 @pytest.mark.parametrize("solver,options,bound", [
@@ -91,8 +91,7 @@ def convex():
 ])
 def test_influence_update_lands_near_exact_retraining(convex, solver, options, bound):
   state, data, config, retrained = convex
-  config = config.copy_and_resolve_references()
-  cfg = config.unlearn.influence
+  cfg = config.unlearn.influence.copy_and_resolve_references()
   cfg.solver = solver
   if options:
     cfg.damping, cfg.hessian_examples = 0.0, 0
@@ -100,7 +99,7 @@ def test_influence_update_lands_near_exact_retraining(convex, solver, options, b
     cfg[key] = value
   methods.check_config("influence", cfg)
   before = jax.device_get(state.params)
-  unlearned, info = methods.get("influence")(state, data, config, jax.random.key(1))
+  unlearned, info = methods.get("influence")(state, data, cfg, jax.random.key(1))
   original = ravel_pytree(state.params)[0]
   moved = ravel_pytree(unlearned.params)[0]
   # Against doing nothing (the unchanged original model, ratio 1 by construction).
@@ -164,10 +163,10 @@ def sisa_setup():
 
 
 def _sisa_data(setup, checkpoint_dir=None):
-  _, _, forget, retain, init, _ = setup
-  return methods.UnlearnData(forget=forget, retain=retain, mesh=parallel.make_mesh(), seed=0,
-                             num_classes=NUM_CLASSES, init_state=init,
-                             checkpoint_dir=checkpoint_dir)
+  _, _, forget, retain, init, config = setup
+  return methods.RunContext(forget=forget, retain=retain, mesh=parallel.make_mesh(), seed=0,
+                            num_classes=NUM_CLASSES, init_state=init, recipe=config.train,
+                            checkpoint_dir=checkpoint_dir)
 
 
 @pytest.fixture(scope="module")
@@ -183,16 +182,17 @@ def sisa_run(sisa_setup):
                   dataset["id"][rows].copy(), result[0]))
     return result
 
+  run = _sisa_data(sisa_setup)
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(sisa, "train_slice", spy)
-    ensemble, info = methods.get("sisa")(None, _sisa_data(sisa_setup), sisa_setup[5],
+    ensemble, info = methods.get("sisa")(None, run, sisa_setup[5].unlearn.sisa,
                                          jax.random.key(1))
-  return ensemble, info, calls
+  return ensemble, info, calls, run
 
 
 def test_sisa_retrains_exactly_the_affected_shards(sisa_setup, sisa_run):
   data, slices, forget, _, init, config = sisa_setup
-  ensemble, info, calls = sisa_run
+  ensemble, info, calls, _ = sisa_run
   assert info["restart_slices"] == {"0": 1, "1": 0}
   assert info["steps"] > 0 and info["train_s"] > 0 and info["wall_s"] > 0
   forget_ids = forget["id"]
@@ -242,11 +242,17 @@ def test_sisa_ensemble_averages_shard_probabilities_and_votes(sisa_setup, sisa_r
   np.testing.assert_array_equal(votes, [1, 0])
 
 
+def test_sisa_trains_its_own_ensemble_off_the_unlearning_clock(sisa_run):
+  _, info, _, run = sisa_run
+  # The training on D ran in run.untimed(): callers subtract it from the unlearning time.
+  assert 0 < run.clock.excluded_s <= info["train_s"]
+
+
 def test_sisa_checkpoints_match_memory_and_a_rerun_restores(sisa_setup, sisa_run, tmp_path):
-  config = sisa_setup[5]
-  first, info = methods.get("sisa")(None, _sisa_data(sisa_setup, str(tmp_path)), config,
+  cfg = sisa_setup[5].unlearn.sisa
+  first, info = methods.get("sisa")(None, _sisa_data(sisa_setup, str(tmp_path)), cfg,
                                     jax.random.key(1))
-  again, info_again = methods.get("sisa")(None, _sisa_data(sisa_setup, str(tmp_path)), config,
+  again, info_again = methods.get("sisa")(None, _sisa_data(sisa_setup, str(tmp_path)), cfg,
                                           jax.random.key(1))
   assert info["steps_run"] > 0 and info_again["steps_run"] == 0
   for state in (first, again):
@@ -259,10 +265,10 @@ def test_sisa_references_are_its_ensembles_on_d_and_without_the_dropped(sisa_set
   """sisa_original: the shards SISA trains on D before unlearning; sisa_clean: the same shards
   without the dropped examples (for the forget set, SISA's own result); with the method's
   checkpoints both are restored, nothing trained again."""
-  config, forget_ids = sisa_setup[5], sisa_setup[2]["id"]
-  ensemble, _, calls = sisa_run
+  cfg, forget_ids = sisa_setup[5].unlearn.sisa, sisa_setup[2]["id"]
+  ensemble, _, calls, _ = sisa_run
   on_d = {shard: state for shard, k, _, state in calls[:SHARDS * SLICES] if k == SLICES - 1}
-  built = sisa.references(_sisa_data(sisa_setup), config, jax.random.key(1), forget_ids)
+  built = sisa.references(_sisa_data(sisa_setup), cfg, jax.random.key(1), forget_ids)
   assert set(built) == set(sisa.REFERENCE_NAMES)
   original, clean = built["sisa_original"][0], built["sisa_clean"][0]
   for shard in range(SHARDS):
@@ -271,8 +277,8 @@ def test_sisa_references_are_its_ensembles_on_d_and_without_the_dropped(sisa_set
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(ensemble.params),
                jax.device_get(clean.params))
   assert built["sisa_clean"][1]["restart_slices"] == {"0": 1, "1": 0}
-  methods.get("sisa")(None, _sisa_data(sisa_setup, str(tmp_path)), config, jax.random.key(1))
-  again = sisa.references(_sisa_data(sisa_setup, str(tmp_path)), config, jax.random.key(1),
+  methods.get("sisa")(None, _sisa_data(sisa_setup, str(tmp_path)), cfg, jax.random.key(1))
+  again = sisa.references(_sisa_data(sisa_setup, str(tmp_path)), cfg, jax.random.key(1),
                           forget_ids)
   for name, state in (("sisa_original", original), ("sisa_clean", clean)):
     assert again[name][1]["steps_run"] == 0, name

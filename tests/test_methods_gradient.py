@@ -40,7 +40,7 @@ def _loss_and_pred(state, data, mesh):
 
 def _run(name, state, data, config):
   before = jax.device_get(state.params)
-  unlearned, info = methods.get(name)(state, data, config, jax.random.key(1))
+  unlearned, info = methods.get(name)(state, data, config.unlearn[name], jax.random.key(1))
   assert info["steps"] > 0 and info["wall_s"] >= 0
   # The original state is left intact (methods start from a copy).
   jax.tree.map(np.testing.assert_array_equal, before, jax.device_get(state.params))
@@ -157,11 +157,11 @@ def test_run_sgd_applies_the_train_weight_decay(toy):
             "weight": np.zeros(len(data.forget["label"]), np.float32)}
 
   before = jax.device_get(state.params)
-  decayed, _ = common.run_sgd(state, zero_batch, 1, lr, data, "decay_check", config)
+  decayed, _ = common.run_sgd(state, zero_batch, 1, lr, data, "decay_check", config.train)
   jax.tree.map(lambda b, a: np.testing.assert_allclose(a, b * (1 - lr * decay), rtol=1e-6,
                                                        atol=1e-9),
                before, jax.device_get(decayed.params))
-  plain, _ = common.run_sgd(state, zero_batch, 1, lr, data, "decay_check", config,
+  plain, _ = common.run_sgd(state, zero_batch, 1, lr, data, "decay_check", config.train,
                             weight_decay=0.0)
   jax.tree.map(np.testing.assert_array_equal, before, jax.device_get(plain.params))
   # ℓ1-sparse chains its own optimiser: the same decay, after the (here zero) ℓ1 term.

@@ -57,10 +57,10 @@ TOY = textwrap.dedent("""
       return data, forget, retain, init, config
 
     def run_method(name, original, forget, retain, init, config, mesh):
-      data = methods.UnlearnData(forget=forget, retain=retain, mesh=mesh, seed=0, num_classes=3,
-                                 init_state=init)
+      run = methods.RunContext(forget=forget, retain=retain, mesh=mesh, seed=0, num_classes=3,
+                               init_state=init, recipe=config.train)
       state = parallel.replicate(original, mesh, copy=True)
-      unlearned, _ = methods.call(name, state, data, config, jax.random.key(1))
+      unlearned, _ = methods.call(name, state, run, config.unlearn[name], jax.random.key(1))
       devices = len(jax.tree.leaves(unlearned.params)[0].sharding.device_set)
       return parallel.to_host(unlearned.params), devices
 """)

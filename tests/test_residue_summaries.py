@@ -5,8 +5,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from unlearn_jax import recon_track, study
-from unlearn_jax.evaluate import mia, residue
+from unlearn_jax import recon_track
+from unlearn_jax.evaluate import across_seeds, mia, residue
 
 AGGREGATE_KEYS = ("residue", "residue_median", "residue_ratio_of_sums", "residue_defined",
                   "residue_undefined")
@@ -83,7 +83,7 @@ def _across_seed_inputs():
 
 def test_ensembles_are_attacked_against_their_own_clean_reference():
   summary, per_target, phi = _across_seed_inputs()
-  study.add_across_seed_attacks(summary, per_target, epsilon_min_seeds=8)
+  across_seeds.add(summary, per_target, epsilon_min_seeds=8)
   found = summary["methods"]
   for name in ("sisa", "sisa+nbr", "sisa_original"):
     # vs_clean: the ensemble's seeds against sisa_clean's; no ensemble has a vs_retrain.
@@ -112,7 +112,7 @@ def test_ensembles_are_attacked_against_their_own_clean_reference():
 def test_without_residue_references_every_model_is_attacked_against_retrain_and_clean():
   summary, per_target, phi = _across_seed_inputs()
   del summary["residue_references"]
-  study.add_across_seed_attacks(summary, per_target, epsilon_min_seeds=8)
+  across_seeds.add(summary, per_target, epsilon_min_seeds=8)
   assert set(summary["methods"]["sisa"]["ulira_acc"]) == {"vs_retrain", "vs_clean"}
   assert summary["methods"]["sisa"]["ulira_acc"]["vs_clean"] == pytest.approx(
       mia.u_lira(phi["sisa"], phi["clean"]).accuracy)

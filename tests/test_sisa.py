@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from unlearn_jax import models, study, train
+from unlearn_jax import models, study, train, utils
 from unlearn_jax.evaluate import metrics
 from unlearn_jax.methods import sisa
 
@@ -81,10 +81,10 @@ def test_sisa_references_reuse_the_method_and_record_their_cost(sisa_study):
   workdir, summary = sisa_study
   found = summary["methods"]
   checkpoints = os.path.join(workdir, "checkpoints")
-  method_info = study.utils.read_json(os.path.join(checkpoints, "sisa", "seed_0", "info.json"))
+  method_info = utils.read_json(os.path.join(checkpoints, "sisa", "seed_0", "info.json"))
   # sisa_original is the ensemble SISA trained before unlearning: its time is that training's.
   assert found["sisa_original"]["time_s"] == pytest.approx(method_info["train_s"])
-  clean_info = study.utils.read_json(os.path.join(checkpoints, "sisa_clean", "seed_0",
+  clean_info = utils.read_json(os.path.join(checkpoints, "sisa_clean", "seed_0",
                                                   "info.json"))
   assert clean_info["steps_run"] > 0 and found["sisa_clean"]["time_s"] > 0
   assert not os.path.exists(os.path.join(checkpoints, "sisa_original"))  # nothing trained twice

@@ -10,10 +10,11 @@ import pytest
 
 from conftest import mocked_tfds_data, without_times
 from unlearn_jax import config as config_lib
-from unlearn_jax import methods, study, train
+from unlearn_jax import methods, recipe, study, train
 from unlearn_jax import workdir as workdir_lib
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
+from unlearn_jax.tasks import image
 
 def tiny_config(data_dir: str):
   """A study small enough for a test (tests/tiny_study.py)."""
@@ -66,7 +67,7 @@ def test_provenance_is_exact(first_run, tfds_data_dir):
   assert set(groups[kinds == sed_lib.SIMILAR]) == set(targets)
   # What each reference trained on, rebuilt from the config, matches provenance by id.
   config = tiny_config(tfds_data_dir)
-  context = study.build_context(config, workdir)
+  context = image.ImageTask.build(config, workdir)
   assert set(context.sed.retain["id"]) == set(ids) - set(targets)
   assert set(context.sed.rest["id"]) == set(ids[kinds == sed_lib.REST])
   assert set(context.sed.forget["id"]) == set(targets)
@@ -111,8 +112,8 @@ def test_steps_per_call_trains_the_same_reference(tfds_data_dir, tmp_path, monke
     # A call never spans a logging or checkpoint step: with both far apart, calls run 4 steps.
     config.train.log_every = config.train.checkpoint_every = 1000
     config.train.steps_per_call = steps_per_call
-    context = study.build_context(config, str(tmp_path / f"steps_per_call_{steps_per_call}"))
-    state, _ = study.train_reference(context, "clean", 0)
+    task = image.ImageTask.build(config, str(tmp_path / f"steps_per_call_{steps_per_call}"))
+    state, _ = task.fit(recipe.reference(task.train, config, "clean", 0))
     assert int(state.step) > 4  # several calls of 4 steps (and a remainder)
     params[steps_per_call] = jax.device_get(state.params)
   assert asked == [1, 4]
@@ -137,11 +138,11 @@ def test_steps_per_call_may_change_in_an_existing_workdir(tfds_data_dir, tmp_pat
 def test_failed_method_keeps_the_others(tfds_data_dir, tmp_path, monkeypatch):
   real_get = methods.get
 
-  def broken(state, data, config, rng):
+  def broken(state, run, cfg, rng):
     raise RuntimeError("broken on purpose")
 
-  monkeypatch.setattr(methods, "get",
-                      lambda name: broken if name == "grad_ascent" else real_get(name))
+  monkeypatch.setattr(methods, "get", lambda name, track="image": (
+      broken if name == "grad_ascent" else real_get(name, track)))
   config = tiny_config(tfds_data_dir)
   config.methods = ("grad_ascent", "finetune")
   summary = study.run(config, str(tmp_path / "study_c"))
@@ -158,11 +159,11 @@ def test_failed_method_keeps_the_others(tfds_data_dir, tmp_path, monkeypatch):
 def test_diverged_method_is_reported_with_its_step(tfds_data_dir, tmp_path, monkeypatch):
   real_get = methods.get
 
-  def diverging(state, data, config, rng):
+  def diverging(state, run, cfg, rng):
     raise train.DivergedError("loss became non-finite at step 7", 7)
 
-  monkeypatch.setattr(methods, "get",
-                      lambda name: diverging if name == "random_label" else real_get(name))
+  monkeypatch.setattr(methods, "get", lambda name, track="image": (
+      diverging if name == "random_label" else real_get(name, track)))
   config = tiny_config(tfds_data_dir)
   config.methods = ("random_label",)
   summary = study.run(config, str(tmp_path / "study_div"))
@@ -284,8 +285,8 @@ def test_atypical_targets_are_hard_for_a_model_that_never_saw_them(tfds_data_dir
 def test_a_method_added_later_joins_an_existing_workdir(first_run, tfds_data_dir):
   workdir, _ = first_run
 
-  def keep(state, data, config, rng):
-    del data, config, rng
+  def keep(state, run, cfg, rng):
+    del run, cfg, rng
     return state, {"steps": 0, "wall_s": 0.0}
 
   methods.register("keep_as_is", keep, default_config={"lr": 0.1})

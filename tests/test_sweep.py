@@ -23,6 +23,7 @@ from unlearn_jax import config as config_lib
 from unlearn_jax import defaults, study, sweep, utils
 from unlearn_jax.data import sources
 from unlearn_jax.report import sweep_report, tables
+from unlearn_jax.tasks import image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_VARIANT = "study=tests/tiny_study.py,similar=0+3,ratio=0.25,methods=finetune"
@@ -262,14 +263,14 @@ def test_a_point_that_fails_is_recorded_and_resumes_to_the_same_results(
   shutil.copytree(uninterrupted[0], workdir)
   shutil.rmtree(os.path.join(workdir, "points", POINT_NAMES[1]))
   shutil.rmtree(os.path.join(workdir, "report"))
-  real_train_reference = study.train_reference
+  real_fit = image.ImageTask.fit
 
-  def train_reference(context, name, *args, **kwargs):
-    if name == "clean":  # after original and retrain are checkpointed
+  def fit(task, reference):
+    if reference.name.startswith("clean/"):  # after original and retrain are checkpointed
       raise RuntimeError("disk full")
-    return real_train_reference(context, name, *args, **kwargs)
+    return real_fit(task, reference)
 
-  monkeypatch.setattr(study, "train_reference", train_reference)
+  monkeypatch.setattr(image.ImageTask, "fit", fit)
   record = sweep.run(tiny_sweep(tfds_data_dir), workdir)
   first, second = record["points"]
   assert (first["status"], first["ran"]) == ("ok", False)
@@ -282,7 +283,7 @@ def test_a_point_that_fails_is_recorded_and_resumes_to_the_same_results(
   checkpoints = os.path.join(workdir, "points", POINT_NAMES[1], "checkpoints")
   assert sorted(os.listdir(checkpoints)) == ["original", "retrain"]
 
-  monkeypatch.setattr(study, "train_reference", real_train_reference)
+  monkeypatch.setattr(image.ImageTask, "fit", real_fit)
   calls = []
   real_run = study.run
   monkeypatch.setattr(study, "run", lambda c, w: calls.append(w) or real_run(c, w))

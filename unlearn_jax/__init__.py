@@ -47,7 +47,7 @@ API = (
     "load_checkpoint", "register_method", "register_model", "register_dataset", "run_method",
     "train_references", "run_study", "evaluate_logits", "example_scores", "kl_divergence",
     "roc_auc", "tpr_at_fpr", "loss_attack_auc", "residue_ratio", "residue_absolute",
-    "UnlearnData", "TrainState", "SED",
+    "RunContext", "Spec", "TrainState", "SED",
 )
 
 __all__ = sorted(MODULES) + list(API) + ["__version__"]

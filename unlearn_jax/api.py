@@ -17,8 +17,9 @@ or piece by piece:
 
     sed = uj.build_sed(config)                                # D with provenance, T, S, R, test
     refs = uj.train_references(sed, config, seed=0)           # original / retrain / clean / ...
-    data = uj.unlearn_data(sed, config, seed=0)
-    state, info = uj.run_method("my_method", refs["original"], data, config, jax.random.key(2))
+    run = uj.unlearn_data(sed, config, seed=0)              # a RunContext
+    cfg = uj.methods.method_config(config, "my_method")      # config.unlearn.my_method
+    state, info = uj.run_method("my_method", refs["original"], run, cfg, jax.random.key(2))
     records, rows = uj.evaluate_states({**refs, "my_method": state}, sed, config)
 """
 
@@ -37,6 +38,7 @@ import ml_collections
 import numpy as np
 
 from unlearn_jax import methods, models, parallel, references, study, train, utils
+from unlearn_jax.tasks import image
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
 from unlearn_jax.evaluate import evaluator, metrics, mia, residue
@@ -58,7 +60,8 @@ tpr_at_fpr = mia.tpr_at_fpr
 loss_attack_auc = mia.loss_attack_auc
 residue_ratio = residue.ratio
 residue_absolute = residue.absolute
-UnlearnData = methods.UnlearnData
+RunContext = methods.RunContext
+Spec = methods.Spec
 TrainState = train.TrainState
 SED = sed_lib.SED
 
@@ -67,7 +70,7 @@ __all__ = [
     "load_checkpoint", "register_method", "register_model", "register_dataset", "run_method",
     "train_references", "run_study", "evaluate_logits", "example_scores", "kl_divergence",
     "roc_auc", "tpr_at_fpr", "loss_attack_auc", "residue_ratio", "residue_absolute",
-    "UnlearnData", "TrainState", "SED",
+    "RunContext", "Spec", "TrainState", "SED",
 ]
 
 _CONFIG_SPEC = re.compile(r"^(?P<path>.*?\.py)(?::(?P<arg>.*))?$")
@@ -159,7 +162,7 @@ def build_sed(config: ml_collections.ConfigDict, workdir: str | None = None) -> 
   # Atypical targets are ranked by a probe model trained as the study trains it.
   model, mesh = references.make_model(config), parallel.make_mesh()
   with tempfile.TemporaryDirectory() as scratch:
-    margins = study.probe_margins(config, workdir or scratch, splits["train"], model, mesh,
+    margins = image.probe_margins(config, workdir or scratch, splits["train"], model, mesh,
                                   utils.MetricWriter(None))
   return sed_lib.build(splits, config.sed, margins)
 
@@ -167,12 +170,13 @@ def build_sed(config: ml_collections.ConfigDict, workdir: str | None = None) -> 
 def unlearn_data(sed: sed_lib.SED, config: ml_collections.ConfigDict, seed: int = 0, *,
                  model: Any = None, mesh: jax.sharding.Mesh | None = None,
                  checkpoint_dir: str | None = None,
-                 writer: utils.MetricWriter | None = None) -> methods.UnlearnData:
-  """What a method receives besides the trained state, as a study builds it.
+                 writer: utils.MetricWriter | None = None) -> methods.RunContext:
+  """What a method receives besides the trained state and its hyper-parameters, as a study
+  builds it.
 
   Args:
     sed: the SED.
-    config: the study config (model and dataset are read).
+    config: the study config (model, dataset and the training recipe `train` are read).
     seed: the run's seed (methods use it for batch order).
     model: the flax module (default: `config.model`); `init_state` initialises it.
     mesh: the device mesh (default: every device).
@@ -180,16 +184,17 @@ def unlearn_data(sed: sed_lib.SED, config: ml_collections.ConfigDict, seed: int 
     writer: optional JSONL metric writer.
 
   Returns:
-    UnlearnData with forget = T, retain = D \\ T and val = the test split.
+    A RunContext with forget = T, retain = D \\ T, val = the test split and recipe =
+    `config.train`.
   """
   num_classes = sources.num_classes(config.dataset, config.data_dir or None)
   model = model if model is not None else references.make_model(config, num_classes)
   image_shape = sed.train["image"].shape[1:]
-  return methods.UnlearnData(
+  return methods.RunContext(
       forget=sed.forget, retain=sed.retain,
       mesh=mesh if mesh is not None else parallel.make_mesh(), seed=int(seed),
       num_classes=num_classes, init_state=lambda key: train.create_state(model, key, image_shape),
-      checkpoint_dir=checkpoint_dir, writer=writer, val=sed.test)
+      recipe=config.train, checkpoint_dir=checkpoint_dir, writer=writer, val=sed.test)
 
 
 def predict(state: train.TrainState, data: Mapping[str, np.ndarray], *, batch_size: int = 1000,

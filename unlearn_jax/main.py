@@ -4,9 +4,9 @@
     python -m unlearn_jax.main --config=configs/sed_qa.py[:runlocal] --workdir=/tmp/qa
 
 `--config.<field>=value` overrides one field (e.g. `--config.sed.ratio=0.5`). The binary only
-parses flags and calls the runner of the config's `track` field (docs/design.md §2.1):
-`study.run` for 'image' (or no `track` field), `lm.study.run` for 'lm'; they do the work and
-return the summary.
+parses flags and calls `study.run`, which runs the stages of a study (`runner.py`) over the
+task of the config's `track` field (docs/design.md §2.1): 'image' (or no `track` field) or
+'lm' (`tasks/`); it does the work and returns the summary.
 
 `--config_help` prints every config field with its default and its documentation (the comments
 of the section builds in `defaults.SECTIONS` and of each method's `default_config()`) and exits;
@@ -36,7 +36,6 @@ from ml_collections import config_flags
 from unlearn_jax import api, parallel, preemption, study
 from unlearn_jax import config as config_lib
 from unlearn_jax.data import sources
-from unlearn_jax.lm import study as lm_study
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Study config file, e.g. configs/sed_mnist.py:runlocal.", lock_config=True)
@@ -53,24 +52,6 @@ _CONFIG_HELP = flags.DEFINE_bool(
     "documentation, then exit; with --config=FILE, the fields of that file's track.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-# The runner of each track (`config.track`; a config without the field is an image study).
-RUNNERS: dict[str, Callable[[ml_collections.ConfigDict, str], dict[str, Any]]] = {
-    "image": study.run, "lm": lm_study.run}
-
-
-def track(config: ml_collections.ConfigDict) -> str:
-  """The track of a study config: its `track` field, 'image' when it has none.
-
-  Raises:
-    config_lib.ConfigError: an unknown track.
-  """
-  name = config.get("track", None) or "image"
-  if name not in RUNNERS:
-    raise config_lib.ConfigError(f"config.track={name!r}: unknown track; tracks: "
-                                 f"{', '.join(RUNNERS)}")
-  return name
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -80,7 +61,7 @@ def main(argv):
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
   try:
-    summary = RUNNERS[track(_CONFIG.value)](_CONFIG.value, _WORKDIR.value)
+    summary = study.run(_CONFIG.value, _WORKDIR.value)
   except (config_lib.ConfigError, sources.DatasetNotPreparedError) as error:
     # Bad input is the user's to fix: one line, no traceback, non-zero exit.
     sys.exit(f"error: {error}")
@@ -104,7 +85,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   if any(arg in ("--config_help", "--config_help=true", "--config_help=True") for arg in argv):
     config = _config_of(argv)
     try:
-      print(config_help(track(config) if config is not None else "image"))
+      print(config_help(study.track(config) if config is not None else "image"))
     except config_lib.ConfigError as error:
       sys.exit(f"error: {error}")
     sys.exit(0)
@@ -138,7 +119,7 @@ def config_help(track_name: str = "image") -> str:
   from unlearn_jax.lm import defaults as lm_defaults  # pylint: disable=g-import-not-at-top
   lm = track_name == "lm"
   base_fn = lm_defaults.base_config if lm else defaults.base_config
-  package = "unlearn_jax.lm.methods" if lm else methods.__name__
+  package = methods.TRACKS["lm" if lm else "image"]
   base = base_fn()
   # The fields are assigned in base_config() or in the builds of its module's sections.
   builds = [build for build, _ in getattr(sys.modules[base_fn.__module__], "SECTIONS", ())]

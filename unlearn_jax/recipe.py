@@ -209,9 +209,10 @@ def lira_candidates(sed: sed_lib.SED, count: int) -> np.ndarray:
 
 def fit(recipe: Recipe, init_state: Callable[[jax.Array], train.TrainState],
         train_config: ml_collections.ConfigDict, *, mesh: jax.sharding.Mesh,
-        workdir: str | None = None, writer: utils.MetricWriter | None = None
+        workdir: str | None = None, writer: utils.MetricWriter | None = None,
+        trainer: Callable[..., tuple[Any, dict]] = train.train_from_scratch
         ) -> tuple[train.TrainState, dict[str, Any]]:
-  """Trains (or resumes, or restores) the model of `recipe` with `train.train_from_scratch`.
+  """Trains (or resumes, or restores) the model of `recipe` with `trainer`.
 
   Args:
     recipe: what to train.
@@ -220,6 +221,8 @@ def fit(recipe: Recipe, init_state: Callable[[jax.Array], train.TrainState],
     mesh: the device mesh.
     workdir: the (absolute) workdir its checkpoints go to (None: no checkpoints).
     writer: JSONL metric writer.
+    trainer: trains a state from scratch, with `train.train_from_scratch`'s signature (the
+      language-model track passes `lm.steps.train_from_scratch`).
 
   Returns:
     (state, info) with info as from `train.fit` and `time_s`, the training time in seconds
@@ -227,7 +230,7 @@ def fit(recipe: Recipe, init_state: Callable[[jax.Array], train.TrainState],
   """
   directory = recipe.checkpoint_dir(workdir)
   start = time.perf_counter()
-  state, info = train.train_from_scratch(
+  state, info = trainer(
       init_state(recipe.init_key), recipe.data, train_config, recipe.seed, name=recipe.name,
       mesh=mesh, checkpoint_dir=directory, writer=writer)
   info["time_s"] = workdir_lib.record_time(directory, info, time.perf_counter() - start)
@@ -245,9 +248,9 @@ def sisa_references(sed: sed_lib.SED, config: ml_collections.ConfigDict, seed: i
   slices and seeds) on D and without T ∪ S; `store` is that run's slice checkpoint folder
   (None: slices stay in memory), so each restores the other's slices.
   """
-  data = methods.UnlearnData(
+  run = methods.RunContext(
       forget=sed.forget, retain=sed.retain, mesh=mesh, seed=int(seed), num_classes=num_classes,
-      init_state=init_state, checkpoint_dir=store, writer=writer, val=sed.test)
-  methods.method_config(config, "sisa")
-  return sisa.references(data, config, method_rng(seed),
+      init_state=init_state, recipe=config.train, checkpoint_dir=store, writer=writer,
+      val=sed.test)
+  return sisa.references(run, methods.method_config(config, "sisa"), method_rng(seed),
                          sed.train["id"][sed.train["kind"] != sed_lib.REST])

@@ -34,10 +34,11 @@ import optax
 from absl import logging
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import methods, train, utils
+from unlearn_jax import methods, remedy_track, train, utils
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.evaluate import evaluator, reconstruct, residue, similarity
 from unlearn_jax.report import plots
+from unlearn_jax.tasks import base
 
 REFERENCES = ("original", "retrain", "clean", "clean_alt")
 
@@ -95,9 +96,9 @@ def _state(fit: reconstruct.MLPFit) -> train.TrainState:
                           apply_fn=fit.model.apply, tx=tx)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, sed: sed_lib.SED, seed: int,
-        method_names: tuple[str, ...], mesh: jax.sharding.Mesh, failures: dict[str, str]
-        ) -> tuple[dict[str, dict], dict[tuple[str, int], tuple[float, float]]]:
+def run_track(config: ml_collections.ConfigDict, workdir: str, sed: sed_lib.SED, seed: int,
+                    method_names: tuple[str, ...], mesh: jax.sharding.Mesh, failures: dict[str, str]
+              ) -> tuple[dict[str, dict], dict[tuple[str, int], tuple[float, float]]]:
   """Runs the track for one seed.
 
   Returns:
@@ -121,7 +122,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, sed: sed_lib.SED, seed:
   targets = _float(track.select(sed_lib.TARGET)["image"])
   heldout = _float(track.heldout)
   results: dict[str, dict[str, np.ndarray]] = {}
-  names = list(REFERENCES) + [n for n in method_names if n not in ("retrain", "sisa")]
+  # A method whose model is a study reference (retrain) or its own ensemble (SISA) is not run.
+  specs = {name: methods.spec(name) for name in method_names}
+  names = list(REFERENCES) + [n for n in method_names
+                              if not (specs[n].reference or specs[n].returns_ensemble)]
   for name in names:
     path = os.path.join(directory, f"{name}.npz")
     if os.path.exists(path):
@@ -200,11 +204,12 @@ def _method_params(name: str, state: train.TrainState, track: Track,
                    config: ml_collections.ConfigDict, seed: int, mesh) -> Any:
   """Runs method `name` from the track's original model; returns its parameters."""
   model = state.apply_fn.__self__
-  data = methods.UnlearnData(
+  run = methods.RunContext(
       forget=track.select(sed_lib.TARGET), retain=track.select(sed_lib.SIMILAR, sed_lib.REST),
       mesh=mesh, seed=seed, num_classes=track.num_classes,
-      init_state=lambda key: train.create_state(model, key, track.train["image"].shape[1:]))
-  new_state, _ = methods.call(name, state, data, config,
+      init_state=lambda key: train.create_state(model, key, track.train["image"].shape[1:]),
+      recipe=config.train)
+  new_state, _ = methods.call(name, state, run, methods.method_config(config, name),
                               jax.random.fold_in(jax.random.key(seed), 3))
   return new_state.params
 
@@ -248,6 +253,29 @@ def _plot(workdir: str, targets: np.ndarray, results: dict[str, dict]) -> None:
     matches = {column: results[column]["matches"] for column in columns}
     plots.save_reconstruction_grid(os.path.join(plot_dir, f"reconstructions_{name}.png"),
                                    targets, matches, title=f"best reconstructions: {name}")
+
+
+class ReconPlugin(base.Plugin):
+  """Adds the reconstruction track's scores to every seed of a study with `recon.enabled`."""
+
+  def __init__(self):
+    self.failures: dict[str, str] = {}  # {model/seed_s: error} of the track's failed models
+
+  def extend(self, task: base.Task, run: base.SeedRun) -> None:
+    if not task.config.recon.enabled:
+      return
+    failures: dict[str, str] = {}
+    names = tuple(name for name in run.names if not remedy_track.parse(name)[1])
+    track_records, track_rows = run_track(task.config, task.workdir, task.sed, run.seed, names,
+                                          task.mesh, failures)
+    merge(run.records, run.rows, track_records, track_rows)
+    for name, error in failures.items():
+      self.failures[f"{name}/seed_{run.seed}"] = error
+
+  def finish(self, task: base.Task, summary: dict[str, Any], runs: dict[int, base.SeedRun],
+             status: dict[str, str]) -> None:
+    if self.failures:
+      summary["recon_failures"] = self.failures
 
 
 def merge(records: dict[str, dict], rows: list[dict], track_records: dict[str, dict],

@@ -41,10 +41,12 @@ import numpy as np
 from absl import logging
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import methods, train
+from unlearn_jax import methods, recipe, runner, train, utils
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.remedies import detect
 from unlearn_jax.remedies import select as select_lib
+from unlearn_jax.report import tables
+from unlearn_jax.tasks import base
 
 SWEEP_MARK = "@k="
 # Residue scores shown in the trade-off (residue.<score> of evaluator records).
@@ -98,6 +100,99 @@ def parse(name: str) -> tuple[str, str, int | None]:
 
 def is_sweep(name: str) -> bool:
   return SWEEP_MARK in name
+
+
+class RemedyPlugin(base.Plugin):
+  """The remedy runs of an image study (`<method>+nbr|+wnbr|+dist`, maybe `@k=K`), the
+  detection report of every seed and the trade-off sweep."""
+
+  def __init__(self):
+    self.detection: Detection | None = None  # the running seed's
+    self.reports: dict[int, dict] = {}  # {seed: detection report} with remedy.enabled
+
+  def names(self, config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    return study_names(config) + sweep_names(config)
+
+  def owns(self, name: str) -> bool:
+    return bool(parse(name)[1])
+
+  def start_seed(self, task: base.Task, run: base.SeedRun) -> None:
+    """Scores every candidate against every target with the seed's original model."""
+    config = task.config
+    run.residue_only.update(name for name in run.names if is_sweep(name))
+    self.detection = None
+    if not (any(self.owns(name) for name in run.names) or config.remedy.enabled):
+      return
+    measures = config_lib.as_tuple(config.remedy.measures) if config.remedy.enabled else ()
+    measures = tuple(dict.fromkeys(measures + (config.remedy.measure,)))
+    self.detection = detect_all(config, task.sed, run.states["original"], task.mesh, measures)
+    if config.remedy.enabled:
+      self.reports[run.seed] = detection_report(config, self.detection)
+
+  def run(self, task: base.Task, run: base.SeedRun, name: str) -> tuple[Any, float]:
+    """Runs a remedy from the original model; what it removed (count, and precision/recall of
+    the removed set against provenance) goes to the run's record as `remedy`.
+
+    `retrain+...` trains like the `clean` reference (same initialisation and batch order), so
+    with ground-truth neighbours it reproduces it exactly.
+    """
+    config, sed = task.config, task.sed
+    base, suffix, k = parse(name)
+    rows, weights = neighbours(config, self.detection, top_k=k)
+    if suffix == "dist":
+      rows = distributional_rows(sed, self.detection, len(rows), run.states["original"],
+                                 task.mesh)
+      weights = np.ones(len(rows), np.float32)
+    forget, retain = unlearn_sets(sed, suffix, rows, weights)
+    similar = sed.train["kind"][rows] == sed_lib.SIMILAR
+    num_similar = int(np.sum(sed.train["kind"] == sed_lib.SIMILAR))
+    removed = {"removed": float(len(rows)),
+               "precision": float(similar.mean()) if len(rows) else float("nan"),
+               "recall": float(similar.sum() / num_similar) if num_similar else float("nan")}
+    run.extra_records[name] = {"remedy": removed}
+    logging.info("stage: remedy %s/seed_%d (%d neighbours, precision %.2f, recall %.2f)", name,
+                 run.seed, len(rows), removed["precision"], removed["recall"])
+    if methods.spec(base).reference:  # the `clean` reference's recipe, seed and folder
+      state, info = task.fit(recipe.retrained(name, retain, run.seed))
+      return state, info["time_s"]
+    return runner.run_method(task, name, run, forget, retain, base=base)
+
+  def finish(self, task: base.Task, summary: dict[str, Any], runs: dict[int, base.SeedRun],
+             status: dict[str, str]) -> None:
+    """summary['detection'] (mean ± CI over seeds), summary['remedy'] with the trade-off
+    points, and report/plots/remedy_tradeoff.png."""
+    config = task.config
+    if not config.remedy.enabled:
+      return
+    summary["detection"] = {
+        measure: _mean_ci([self.reports[s][measure] for s in self.reports])
+        for measure in config_lib.as_tuple(config.remedy.measures)}
+    chosen = set(config_lib.as_tuple(config.remedy.sweep_methods)) | set(
+        study_names(config)) | {"original", "clean"}
+    per_seed = {seed: {name: record for name, record in run.records.items()
+                       if name in chosen or name in run.residue_only}
+                for seed, run in runs.items()}
+    aggregated = tables.aggregate(per_seed)
+    points = tradeoff_points(aggregated, config)
+    summary["remedy"] = {
+        "measure": "ground_truth" if config.remedy.ground_truth else config.remedy.measure,
+        "rule": (f"top_k={config.remedy.top_k}" if config.remedy.rule == "top_k"
+                 else f"tau={config.remedy.tau}"),
+        "tradeoff": points}
+    if utils.is_main_process() and points:
+      reference = {name: {"acc_test": aggregated[name]["acc"]["test"],
+                          "acc_same_class_rest": aggregated[name]["acc_same_class"]["rest"]}
+                   for name in ("original", "clean") if name in aggregated}
+      save_tradeoff_plot(points, reference,
+                         os.path.join(task.workdir, "report", "plots", "remedy_tradeoff.png"))
+
+
+def _mean_ci(reports: list[dict[str, float]]) -> dict[str, float]:
+  """{key: mean, key_ci: 95% half-width} over the seeds' detection reports of one measure."""
+  stats = {}
+  for key in reports[0]:
+    stats[key], stats[f"{key}_ci"] = tables.mean_ci95([report[key] for report in reports])
+  return stats
 
 
 def detect_all(config: ml_collections.ConfigDict, sed: sed_lib.SED, state: train.TrainState,

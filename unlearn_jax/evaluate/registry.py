@@ -26,9 +26,9 @@ import numpy as np
 #   reference  per target, from the model's logits and its clean reference's (evaluator);
 #   lira       per target, from the LiRA reference models (evaluator.LiraReferences);
 #   attack     set level, membership attacks on a model's logits (evaluator, evaluate/mia.py);
-#   model      from the trained models, `compute(name, ModelInputs)` (study.run_seed);
+#   model      from the trained models, `compute(name, ModelInputs)` (tasks/image.py);
 #   recon      from the reconstruction track (recon_track.py);
-#   seeds      across a model's training seeds (study.add_across_seed_attacks).
+#   seeds      across a model's training seeds (evaluate/across_seeds.py).
 NEEDS = ("logits", "reference", "lira", "attack", "model", "recon", "seeds")
 TABLES = ("behaviour", "attack")  # report.md: "Behaviour and residue", "Membership and influence"
 

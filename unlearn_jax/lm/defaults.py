@@ -1,7 +1,7 @@
 """The base config of a language-model study (every field, its unit and default) and its checks.
 
-A config with `track = 'lm'` runs `unlearn_jax.lm.study` (configs/sed_qa.py); the image track's
-config lives in unlearn_jax/defaults.py. Both share the workdir contract (docs/design.md §6), and
+A config with `track = 'lm'` runs the language-model task (unlearn_jax/tasks/lm.py;
+configs/sed_qa.py); the image track's config lives in unlearn_jax/defaults.py. Both share the workdir contract (docs/design.md §6), and
 are laid out alike: each section is built by a small function whose comments document its
 fields, with its check beside it (`SECTIONS`); the seeds section and the training recipe's check
 are the image track's (unlearn_jax/config.py).
@@ -60,7 +60,7 @@ c = config_lib  # the checks read c.require(...), c.require_number(...)
 
 def build_data(config: ml_collections.ConfigDict) -> None:
   """The track, the QA data and its SED."""
-  # Which study runs this config: 'lm' (unlearn_jax/lm/study.py), fixed for LM configs.
+  # Which study runs this config: 'lm' (unlearn_jax/tasks/lm.py), fixed for LM configs.
   config.track = TRACK
   # 'offline' (the embedded generator of fictitious facts, unlearn_jax/lm/corpus.py),
   # 'jsonl:PATH' (your own QA pairs with provenance, unlearn_jax/lm/data.py's format), or a tfds
@@ -131,20 +131,20 @@ def check_train(config: ml_collections.ConfigDict) -> None:
 
 def build_unlearning(config: ml_collections.ConfigDict) -> None:
   """The LM unlearning methods to run and their hyper-parameters."""
-  from unlearn_jax.lm import methods as lm_methods  # pylint: disable=g-import-not-at-top
+  from unlearn_jax import methods  # pylint: disable=g-import-not-at-top
   # LM unlearning methods (unlearn_jax/lm/methods/); `retrain` is the retrain reference.
   config.methods = ("finetune", "grad_ascent", "grad_diff", "kl_min", "npo", "simnpo")
   # Per-method hyper-parameters (config.unlearn.<name>), from each method's default_config().
-  config.unlearn = lm_methods.default_configs()
+  config.unlearn = methods.default_configs(track=TRACK)
 
 
 def check_unlearning(config: ml_collections.ConfigDict) -> None:
-  """Checks methods (LM method names, unique)."""
-  from unlearn_jax.lm import methods as lm_methods  # pylint: disable=g-import-not-at-top
+  """Checks methods (LM method names or import paths, unique) and their sections."""
+  from unlearn_jax import methods  # pylint: disable=g-import-not-at-top
   names = c.as_tuple(config.methods)
-  for name in names:
-    c.require_choice("methods", name, lm_methods.NAMES)
   c.require(len(set(names)) == len(names), "methods", config.methods, "names must be unique")
+  for name in methods.resolve(names, track=TRACK):  # lists the LM methods on a miss
+    methods.check_config(name, methods.method_config(config, name), track=TRACK)
 
 
 def build_evaluation(config: ml_collections.ConfigDict) -> None:

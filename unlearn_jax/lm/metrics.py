@@ -61,7 +61,7 @@ def rouge_l(reference: str, candidate: str) -> dict[str, float]:
   Returns:
     {'recall': LCS/|reference|, 'precision': LCS/|candidate|, 'f': their harmonic mean}; all 0
     when either side has no tokens. The study's ROUGE-L scores and residues use the recall
-    (`generation_scores`, lm/study.py), as TOFU does.
+    (`generation_scores`, lm/evaluate.py), as TOFU does.
   """
   score = _rouge_l_scorer().score(reference, candidate)["rougeL"]
   return {"recall": float(score.recall), "precision": float(score.precision),

@@ -35,7 +35,6 @@ import copy
 import os
 from typing import Any, Sequence
 
-import jax
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
@@ -43,13 +42,12 @@ from ml_collections import config_flags
 
 from unlearn_jax import config as config_lib
 from unlearn_jax import methods as methods_lib
-from unlearn_jax import train, utils
+from unlearn_jax import recipe, train, utils
 from unlearn_jax import workdir as workdir_lib
-from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.lm import defaults as lm_defaults
-from unlearn_jax.lm import methods as lm_methods
+from unlearn_jax.lm import evaluate as lm_evaluate
 from unlearn_jax.lm import steps
-from unlearn_jax.lm import study as lm_study
+from unlearn_jax.tasks import lm as lm_task
 
 GRID = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)  # AdamW learning rates, half-decade steps.
 UTILITY_BUDGET = 0.10  # largest allowed drop of ROUGE-L R recall below the original's.
@@ -60,7 +58,7 @@ def distance_to_clean(rows: Sequence[dict], model: str, min_gap: dict) -> dict[s
   """{score: Σ_t |f(model) - f(clean)| / Σ_t |f(original) - f(clean)|} and their 'mean'.
 
   Args:
-    rows: per-target rows of `lm.study.evaluate` (model, target_id and one value per score of
+    rows: per-target rows of `lm.evaluate.evaluate` (model, target_id and one value per score of
       RESIDUE_SCORES) for `model`, 'original' and 'clean'.
     model: the model whose distance is measured.
     min_gap: per score, the least mean |f(original) - f(clean)| for the score to count.
@@ -145,51 +143,43 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, sed_seed: int = HELD
   utils.quiet_library_logs()
   config = held_out_config(config, sed_seed)
   lm_defaults.validate(config)
-  names = [n for n in (methods or config_lib.as_tuple(config.methods)) if n != "retrain"]
-  for name in names:
-    config_lib.require_choice("methods", name, lm_methods.NAMES)
+  track = lm_defaults.TRACK
+  names = [n for n in methods_lib.resolve(methods or config_lib.as_tuple(config.methods), track)
+           if not methods_lib.spec(n, track).reference]
   grid = sorted(float(lr) for lr in grid)
   config_lib.require(bool(grid) and all(lr > 0 for lr in grid), "grid", grid,
                      "must hold learning rates > 0")
   workdir = os.path.abspath(workdir)
   workdir_lib.prepare(config, workdir)
-  context = lm_study.build_context(config, workdir)
+  task = lm_task.LMTask.build(config, workdir)
   seed = int(config_lib.as_tuple(config.seeds)[0])
-  train_enc = context.encoded["train"]
-  kind = train_enc["kind"]
   states = {}
-  for name, mask in (("original", np.ones(len(kind), bool)), ("clean", kind == sed_lib.REST)):
+  for name in ("original", "clean"):
     logging.info("stage: reference %s/seed_%d (held-out SED seed %d)", name, seed, sed_seed)
     states[name], _ = steps.train_from_scratch(
-        context.init_state(jax.random.fold_in(jax.random.key(seed), 1)),
-        lm_study._take(train_enc, mask), config.train, seed, name=f"{name}/seed_{seed}",  # pylint: disable=protected-access
-        mesh=context.mesh, checkpoint_dir=_directory(workdir, name, None, seed),
-        writer=context.writer)
-  scores = {name: lm_study.model_scores(context, state) for name, state in states.items()}
-  forget = lm_study._take(train_enc, kind == sed_lib.TARGET)  # pylint: disable=protected-access
-  retain = lm_study._take(train_enc, kind != sed_lib.TARGET)  # pylint: disable=protected-access
+        task.init_state(recipe.init_key(seed)), recipe.select(task.train, name), config.train,
+        seed, name=f"{name}/seed_{seed}", mesh=task.mesh,
+        checkpoint_dir=_directory(workdir, name, None, seed), writer=task.writer)
+  scores = {name: lm_evaluate.model_scores(task, state) for name, state in states.items()}
   status = {}
   for name in names:
     for lr in grid:
       key = _key(name, lr)
       trial = copy.deepcopy(config)
       trial.unlearn[name].lr = lr
-      lm_methods.check_config(name, trial.unlearn[name])
-      data = methods_lib.UnlearnData(
-          forget=forget, retain=retain, mesh=context.mesh, seed=seed,
-          num_classes=context.tokenizer.vocab_size, init_state=context.init_state,
-          checkpoint_dir=_directory(workdir, name, lr, seed), writer=context.writer,
-          val=context.encoded["test"])
+      cfg = methods_lib.method_config(trial, name)
+      methods_lib.check_config(name, cfg, track)
+      run = task.run_context(seed, _directory(workdir, name, lr, seed))
       logging.info("stage: method %s", key)
       try:
-        state, _ = lm_methods.get(name)(states["original"], data, trial,
-                                        jax.random.fold_in(jax.random.key(seed), 2))
+        state, _ = methods_lib.call(name, states["original"], run, cfg, recipe.method_rng(seed),
+                                    track=track)
       except train.DivergedError as error:
         status[key] = f"diverged: {error}"
         continue
       status[key] = "ok"
-      scores[key] = lm_study.model_scores(context, state)
-  records, rows = lm_study.evaluate(context, scores)
+      scores[key] = lm_evaluate.model_scores(task, state)
+  records, rows = lm_evaluate.evaluate(task, scores)
   results = summarize(config, records, rows, status, names, grid, sed_seed)
   if utils.is_main_process():
     report_dir = os.path.join(workdir, "report")

@@ -1,20 +1,27 @@
-"""Unlearning methods: built-in modules, user functions, all with the same contract.
+"""Unlearning methods of both tracks: built-in modules and user functions, one contract.
 
-    unlearn(state, data: UnlearnData, config, rng) -> (state, info)
+    unlearn(state, run: RunContext, cfg, rng) -> (state, info)
 
-`state` is the trained `original` TrainState, `data` gives the forget set (T), the retained data
-(D \\ T) and what a method needs to run (mesh, seed, checkpoint directory, a fresh-model
-initialiser); `config` is the whole study config (a method reads `config.unlearn.<name>`);
-`info` is a dict with at least `steps` and `wall_s`, plus diagnostics such as `diverged`. The
-returned state must have the same parameter tree (structure, shapes, dtypes) as the input.
+`state` is the trained `original` TrainState; `run` (a `RunContext`) gives the forget set (T), the
+retained data (D \\ T) and what a method needs to run: mesh, seed, the track's training recipe
+(`run.recipe`, the study's `config.train`), a fresh-model initialiser, a checkpoint directory and a
+clock; `cfg` is the method's own section of the study config, `config.unlearn.<name>`; `info` is
+a dict with at least `steps` and `wall_s`, plus diagnostics such as `diverged`. The returned state
+must have the same parameter tree (structure, shapes, dtypes) as the input, unless the method's
+`Spec` says that its model is its own ensemble.
+
+Tracks (`TRACKS`): 'image' methods are the modules of this package and take dicts of image arrays
+(`image`, `label`, `id`, ...); 'lm' methods are the modules of `unlearn_jax.lm.methods` and take
+dicts of token arrays (`tokens`, `loss_mask`, ...). Every function below takes `track` (default
+'image'); a name is looked up in its track only.
 
 Three ways to provide a method:
 
-* Built-in: a module here that defines `unlearn` and `default_config()` (its hyper-parameters
-  with their sources; they appear as `config.unlearn.<name>`), and optionally
-  `check_config(cfg)`. A module whose `epochs` counts passes over the retained data may set
-  `FRACTIONAL_EPOCHS = True` to accept fractions of a pass (e.g. 0.75).
-* Registered in the running process: `register("my_method", fn, default_config=...)`.
+* Built-in: a module of the track's package that defines `unlearn` and `default_config()` (its
+  hyper-parameters with their sources; they appear as `config.unlearn.<name>`), and optionally
+  `check_config(cfg)` and `SPEC = methods.Spec(...)` (what the study must know about it, e.g.
+  that its `epochs` may be a fraction of a pass; see `Spec`).
+* Registered in the running process: `register("my_method", fn, default_config=..., spec=...)`.
 * By import path in the config: `--config.methods=my_pkg.my_module:my_function` imports the
   function when the config is validated. Its name in the study (checkpoints, summary.json,
   `config.unlearn.<name>`) is the function's name, or the module's last component when the
@@ -22,23 +29,27 @@ Three ways to provide a method:
 
 A user method's hyper-parameters come from, in this order: the `default_config` given to
 `register`, a `default_config` attribute of the function, or a `default_config()` function in
-its module (the same for `check_config` and `FRACTIONAL_EPOCHS`). They become
-`config.unlearn.<name>` when the config is validated, so config.json records them. Because
-`--config.x=...` overrides only fields that already exist, overriding them on the command line
-needs the method registered before the config is built: a config file that calls `register` (or
-`load("pkg.module:function")`) before `base_config()`.
+its module (the same for `check_config` and `SPEC`). They become `config.unlearn.<name>` when the
+config is validated, so config.json records them. Because `--config.x=...` overrides only fields
+that already exist, overriding them on the command line needs the method registered before the
+config is built: a config file that calls `register` (or `load("pkg.module:function")`) before
+`base_config()`.
 
-The study runs every method through `call`, which checks what the method returns.
+The study runs every method through `call`, which checks what the method returns, and counts as
+its unlearning time the elapsed time less what the method spent inside `run.untimed()`
+(`run.clock.excluded_s`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import inspect
 import pkgutil
 import re
-from typing import Any, Callable, Mapping
+import time
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import ml_collections
@@ -48,26 +59,77 @@ from unlearn_jax import config as config_lib
 from unlearn_jax.config import ConfigError
 
 Arrays = dict[str, np.ndarray]
+# The package holding each track's built-in method modules.
+TRACKS = {"image": "unlearn_jax.methods", "lm": "unlearn_jax.lm.methods"}
 _PRIVATE = ("common",)
-CONTRACT = "unlearn(state, data: UnlearnData, config, rng) -> (state, info)"
+CONTRACT = "unlearn(state, run: RunContext, cfg, rng) -> (state, info)"
 _IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _NAME = re.compile(r"^[A-Za-z_]\w*$")
 
 
 @dataclasses.dataclass(frozen=True)
-class UnlearnData:
-  """What a method may use besides the trained state.
+class Spec:
+  """What the study must know about a method beyond its function and hyper-parameters.
+
+  A built-in module declares it as `SPEC = methods.Spec(...)`; a user method passes it to
+  `register(..., spec=...)` or sets a `SPEC` attribute on its function or module. Omitted: all
+  defaults.
 
   Attributes:
-    forget: the forget set (image, label, id, kind, group arrays).
+    fractional_epochs: its `epochs` may be a fraction of a pass (e.g. 0.75); otherwise `epochs`
+      must be a positive integer.
+    returns_ensemble: its model is not the original's architecture (SISA's shard ensemble), so
+      `call` does not require the input's parameter tree.
+    reference: the study reference that is this method's model (`retrain` is the `retrain`
+      reference): the study does not run the method but reports that reference under its name.
+  """
+  fractional_epochs: bool = False
+  returns_ensemble: bool = False
+  reference: str | None = None
+
+
+class Clock:
+  """Time spent in a run that is not unlearning (a method training its own model first).
+
+  Attributes:
+    excluded_s: seconds spent inside `untimed()` blocks (a nested block counts once).
+  """
+
+  def __init__(self):
+    self.excluded_s = 0.0
+    self._depth = 0
+
+  @contextlib.contextmanager
+  def untimed(self) -> Iterator[None]:
+    """Adds the wall time spent inside the block to `excluded_s`."""
+    self._depth += 1
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self._depth -= 1
+      if self._depth == 0:
+        self.excluded_s += time.perf_counter() - start
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+  """What a method may use besides the trained state and its hyper-parameters.
+
+  Attributes:
+    forget: the forget set (image: image, label, id, kind, group arrays; lm: tokens, loss_mask,
+      ...).
     retain: the retained training data D \\ forget.
     mesh: device mesh for the steps.
     seed: integer seed of this run (batch order, random labels).
-    num_classes: number of classes.
+    num_classes: number of classes (lm: the vocabulary size).
     init_state: returns a freshly initialised TrainState for a PRNG key (for retraining).
+    recipe: the track's training recipe (the study's `config.train`: epochs, batch_size, lr,
+      weight_decay, checkpoint_every, log_every, ...).
     checkpoint_dir: where the method may keep orbax checkpoints (None: no checkpoints).
     writer: JSONL metric writer (or None).
     val: optional held-out data.
+    clock: time the run asks not to count as unlearning (see `untimed`).
   """
   forget: Arrays
   retain: Arrays
@@ -75,9 +137,16 @@ class UnlearnData:
   seed: int
   num_classes: int
   init_state: Callable[[jax.Array], Any]
+  recipe: ml_collections.ConfigDict
   checkpoint_dir: str | None = None
   writer: Any = None
   val: Arrays | None = None
+  clock: Clock = dataclasses.field(default_factory=Clock)
+
+  def untimed(self) -> contextlib.AbstractContextManager[None]:
+    """A block whose wall time is not unlearning time (e.g. SISA training its own ensemble):
+    callers subtract `clock.excluded_s` from the time they measure around the method."""
+    return self.clock.untimed()
 
 
 class MethodContractError(TypeError):
@@ -90,88 +159,114 @@ class _UserMethod:
   fn: Callable[..., Any]
   default_config: ml_collections.ConfigDict
   check_config: Callable[[ml_collections.ConfigDict], None] | None
-  fractional_epochs: bool
+  spec: Spec
   source: str  # where it came from, for messages: 'register(...)' or the import path
 
 
-_REGISTRY: dict[str, _UserMethod] = {}
+_REGISTRY: dict[tuple[str, str], _UserMethod] = {}
 
 
-def builtin_names() -> tuple[str, ...]:
-  """Names of the method modules in this package (what `'all'` runs)."""
-  return tuple(sorted(info.name for info in pkgutil.iter_modules(__path__)
+def _package(track: str) -> str:
+  """The package of `track`'s built-in methods; ConfigError for an unknown track."""
+  if not isinstance(track, str) or track not in TRACKS:
+    raise ConfigError(f"track={track!r}: unknown track; tracks: {', '.join(TRACKS)}")
+  return TRACKS[track]
+
+
+def _module(name: str, track: str):
+  return importlib.import_module(f"{_package(track)}.{name}")
+
+
+def _registered(track: str) -> dict[str, _UserMethod]:
+  """{name: method} of the methods registered on `track`."""
+  return {name: entry for (where, name), entry in _REGISTRY.items() if where == track}
+
+
+def builtin_names(track: str = "image") -> tuple[str, ...]:
+  """Names of the method modules of `track`'s package (what `'all'` runs), sorted."""
+  package = importlib.import_module(_package(track))
+  return tuple(sorted(info.name for info in pkgutil.iter_modules(package.__path__)
                       if not info.name.startswith("_") and info.name not in _PRIVATE))
 
 
-def available() -> tuple[str, ...]:
-  """Names of every method: the built-in modules and the methods registered in this process."""
-  return tuple(sorted(set(builtin_names()) | set(_REGISTRY)))
+def available(track: str = "image") -> tuple[str, ...]:
+  """Names of every method of `track`: its built-in modules and the methods registered on it."""
+  return tuple(sorted(set(builtin_names(track)) | set(_registered(track))))
 
 
 def register(name: str, fn: Callable[..., Any], default_config: Any = None,
              check_config: Callable[[ml_collections.ConfigDict], None] | None = None, *,
-             fractional_epochs: bool | None = None, replace: bool = False) -> None:
-  """Makes `fn` a method called `name` in this process (`config.methods` may then list it).
+             spec: Spec | None = None, track: str = "image", replace: bool = False) -> None:
+  """Makes `fn` a method called `name` of `track` in this process (`config.methods` may list it).
 
   Args:
-    name: the method's name: a Python identifier that is not a built-in method. It names the
-      method's checkpoints, its row of summary.json and its config section `config.unlearn.<name>`.
-    fn: a function with the method contract `unlearn(state, data, config, rng) -> (state, info)`.
+    name: the method's name: a Python identifier that is not a built-in method of `track`. It
+      names the method's checkpoints, its row of summary.json and its config section
+      `config.unlearn.<name>`.
+    fn: a function with the method contract `unlearn(state, run, cfg, rng) -> (state, info)`.
     default_config: its hyper-parameters: a ConfigDict, a dict, or a function returning one
       (None: `fn.default_config`, else `default_config()` of fn's module, else none).
     check_config: optional `check_config(cfg)` raising `unlearn_jax.config.ConfigError` for a bad
       value of `config.unlearn.<name>` (None: `fn.check_config`, else the module's).
-    fractional_epochs: whether an `epochs` field may be a fraction (None: `FRACTIONAL_EPOCHS` of
-      fn or its module, else False, i.e. `epochs` must be a positive integer).
+    spec: what the study must know about it, a `Spec` (None: `fn.SPEC`, else the module's
+      `SPEC`, else `Spec()`: integer epochs, the original's architecture, no reference).
+    track: 'image' or 'lm' (see `TRACKS`); the method is visible on that track only.
     replace: allow replacing a method registered earlier under the same name.
 
   Raises:
+    ConfigError: an unknown track.
     ValueError: `name` is not an identifier, is a built-in method, or is taken (without replace).
-    MethodContractError: `fn` cannot be called as `fn(state, data, config, rng)`.
+    MethodContractError: `fn` cannot be called as `fn(state, run, cfg, rng)`, or `spec` is not a
+      `Spec`.
   """
+  _package(track)
   if not isinstance(name, str) or not _NAME.match(name):
     raise ValueError(f"method name {name!r}: must be a Python identifier (it becomes "
                      "config.unlearn.<name>)")
-  if name in builtin_names():
+  if name in builtin_names(track):
     raise ValueError(f"method name {name!r} is a built-in method; choose another name")
-  entry = _user_method(name, fn, default_config, check_config, fractional_epochs,
+  entry = _user_method(name, fn, default_config, check_config, spec,
                        source=f"register({name!r}, {_describe(fn)})")
-  previous = _REGISTRY.get(name)
+  previous = _REGISTRY.get((track, name))
   if previous is not None and previous.fn is not fn and not replace:
     raise ValueError(f"method name {name!r} is already registered ({previous.source}); pass "
                      "replace=True to replace it, or choose another name")
-  _REGISTRY[name] = entry
+  _REGISTRY[(track, name)] = entry
 
 
-def unregister(name: str) -> None:
-  """Forgets a method registered in this process (built-in methods cannot be removed).
+def unregister(name: str, track: str = "image") -> None:
+  """Forgets a method registered on `track` in this process (built-in methods stay).
 
   Raises:
-    KeyError: `name` is not a registered method.
+    KeyError: `name` is not a method registered on `track`.
   """
-  if name not in _REGISTRY:
+  if (track, name) not in _REGISTRY:
     raise KeyError(f"{name!r} is not a registered method; registered: "
-                   f"{', '.join(sorted(_REGISTRY)) or 'none'}")
-  del _REGISTRY[name]
+                   f"{', '.join(sorted(_registered(track))) or 'none'}")
+  del _REGISTRY[(track, name)]
 
 
-def load(path: str) -> str:
-  """Imports the method at import path `package.module:function`, registers it, returns its name.
+def load(path: str, track: str = "image") -> str:
+  """Imports the method at import path `package.module:function`, registers it on `track`,
+  returns its name.
 
   The name is the function's name, or the module's last component when the function is called
   `unlearn` (the built-in convention): `examples.my_method:unlearn` -> 'my_method'. Loading the
-  same path again returns the same name. Its hyper-parameters come as for `register`.
+  same path again returns the same name. Its hyper-parameters and spec come as for `register`.
 
   Args:
     path: 'package.module:function', importable from the working directory or PYTHONPATH.
+    track: 'image' or 'lm'.
 
   Returns:
     The method's name (for `config.methods`, checkpoints, summary.json, `config.unlearn`).
 
   Raises:
-    ConfigError: a malformed path, a module that cannot be found, a missing or non-callable
-      attribute, a function whose signature breaks the contract, or a name that is taken.
+    ConfigError: an unknown track, a malformed path, a module that cannot be found, a missing or
+      non-callable attribute, a function whose signature breaks the contract, or a name that is
+      taken.
   """
+  _package(track)
   field = f"config.methods={path!r}"
   if not isinstance(path, str) or not _IMPORT_PATH.match(path):
     raise ConfigError(f"{field}: an import path must read package.module:function")
@@ -192,47 +287,62 @@ def load(path: str) -> str:
     raise ConfigError(f"{field}: module {module_name!r} {what} {attribute!r}; its functions: "
                       f"{', '.join(functions) or 'none'}")
   name = module_name.rsplit(".", 1)[-1] if attribute == "unlearn" else attribute
-  if name in builtin_names():
+  if name in builtin_names(track):
     raise ConfigError(f"{field}: its name {name!r} is a built-in method; rename the function "
                       "(or its module) or register it under another name with methods.register")
-  previous = _REGISTRY.get(name)
+  previous = _REGISTRY.get((track, name))
   if previous is not None:
     if previous.fn is fn:
       return name
     raise ConfigError(f"{field}: its name {name!r} is already taken ({previous.source})")
   try:
-    _REGISTRY[name] = _user_method(name, fn, None, None, None, source=path)
+    _REGISTRY[(track, name)] = _user_method(name, fn, None, None, None, source=path)
   except MethodContractError as error:
     raise ConfigError(f"{field}: {error}") from None
   return name
 
 
-def get(name: str) -> Callable[..., tuple[Any, dict]]:
-  """The `unlearn` function of method `name` (a built-in, registered or import-path method).
+def get(name: str, track: str = "image") -> Callable[..., tuple[Any, dict]]:
+  """The `unlearn` function of method `name` of `track` (built-in, registered or import path).
 
   Args:
     name: a method name (see `available`) or an import path 'package.module:function'.
+    track: 'image' or 'lm'.
 
   Returns:
-    The function `unlearn(state, data, config, rng) -> (state, info)` (unchecked; `call` runs it
-    and checks what it returns).
+    The function `unlearn(state, run, cfg, rng) -> (state, info)` (unchecked; `call` runs it and
+    checks what it returns).
 
   Raises:
-    ConfigError (a ValueError): an unknown name (the message lists what exists) or an import
-      path that does not load (see `load`).
+    ConfigError (a ValueError): an unknown track or name (the message lists what exists) or an
+      import path that does not load (see `load`).
   """
-  name = _one(name)
-  if name in _REGISTRY:
-    return _REGISTRY[name].fn
-  return importlib.import_module(f"{__name__}.{name}").unlearn
+  name = _one(name, track)
+  if (track, name) in _REGISTRY:
+    return _REGISTRY[(track, name)].fn
+  return _module(name, track).unlearn
 
 
-def resolve(names) -> tuple[str, ...]:
-  """Method names to run, in order: 'all' expands to the built-in methods, import paths load
-  (and become their names, see `load`), duplicates are dropped.
+def spec(name: str, track: str = "image") -> Spec:
+  """The `Spec` of method `name` of `track` (`Spec()` when it declares none).
+
+  Raises:
+    ConfigError: an unknown track or name, or an import path that does not load.
+    MethodContractError: a built-in module whose `SPEC` is not a `Spec`.
+  """
+  name = _one(name, track)
+  if (track, name) in _REGISTRY:
+    return _REGISTRY[(track, name)].spec
+  return _checked_spec(name, getattr(_module(name, track), "SPEC", None))
+
+
+def resolve(names, track: str = "image") -> tuple[str, ...]:
+  """Method names to run, in order: 'all' expands to the built-in methods of `track`, import
+  paths load (and become their names, see `load`), duplicates are dropped.
 
   Args:
     names: names, import paths and 'all' (e.g. `config_lib.as_tuple(config.methods)`).
+    track: 'image' or 'lm'.
 
   Returns:
     The method names, each once.
@@ -243,12 +353,12 @@ def resolve(names) -> tuple[str, ...]:
   out: list[str] = []
   for name in names:
     if name == "all":
-      items = builtin_names()
+      items = builtin_names(track)
     elif isinstance(name, str) and "+" in name and ":" not in name:
       base, suffix = split_remedy(name)
-      items = (f"{_one(base)}+{suffix}",)
+      items = (f"{_one(base, track)}+{suffix}",)
     else:
-      items = (_one(name),)
+      items = (_one(name, track),)
     for item in items:
       if item not in out:
         out.append(item)
@@ -276,40 +386,46 @@ def split_remedy(name: str) -> tuple[str, str]:
   return base, suffix
 
 
-def _one(name: Any) -> str:
-  """The method name of a name or import path; ConfigError when there is no such method."""
+def _one(name: Any, track: str) -> str:
+  """The method name of a name or import path; ConfigError when `track` has no such method."""
+  _package(track)
   if isinstance(name, str) and ":" in name:
-    return load(name)
-  if not isinstance(name, str) or name not in available():
-    raise ConfigError(f"config.methods={name!r}: unknown name; available: "
-                      f"{', '.join(available())}; or an import path package.module:function")
+    return load(name, track)
+  if not isinstance(name, str) or name not in available(track):
+    what = "name" if track == "image" else "language-model method"
+    raise ConfigError(f"config.methods={name!r}: unknown {what}; available: "
+                      f"{', '.join(available(track))}; or an import path package.module:function")
   return name
 
 
-def default_configs() -> ml_collections.ConfigDict:
-  """{method: its default hyper-parameters}, for the built-in and the registered methods."""
+def default_configs(track: str = "image") -> ml_collections.ConfigDict:
+  """{method: its default hyper-parameters}, for the built-in and registered methods of `track`."""
   configs = ml_collections.ConfigDict()
-  for name in builtin_names():
-    module = importlib.import_module(f"{__name__}.{name}")
+  for name in builtin_names(track):
+    module = _module(name, track)
     if hasattr(module, "default_config"):
       configs[name] = module.default_config()
-  for name, entry in sorted(_REGISTRY.items()):
+  for name, entry in sorted(_registered(track).items()):
     configs[name] = ml_collections.ConfigDict(entry.default_config.to_dict())
   return configs
 
 
 def method_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-  """`config.unlearn.<name>`; for a user method without that section, adds its defaults first.
+  """`config.unlearn.<name>`, the `cfg` that `call` passes to the method; for a user method
+  without that section, adds its defaults first.
 
-  Adding it (also to a locked config) makes the study's config.json record the hyper-parameters
-  a user method ran with.
+  The track is the config's (`config.track`, 'image' when it has none). Adding the section (also
+  to a locked config) makes the study's config.json record the hyper-parameters a user method ran
+  with.
   """
-  name = _one(name)
+  track = config.get("track", None) or "image"
+  name = _one(name, track)
   if name not in config.unlearn:
-    if name not in _REGISTRY:
+    if (track, name) not in _REGISTRY:
+      base = "defaults" if track == "image" else f"{track}.defaults"
       raise ConfigError(f"config.unlearn.{name}: missing; the built-in method {name!r} needs its "
-                        "section (start the config from defaults.base_config())")
-    defaults = ml_collections.ConfigDict(_REGISTRY[name].default_config.to_dict())
+                        f"section (start the config from {base}.base_config())")
+    defaults = ml_collections.ConfigDict(_REGISTRY[(track, name)].default_config.to_dict())
     with config.unlocked():
       config.unlearn[name] = defaults
   return config.unlearn[name]
@@ -319,22 +435,32 @@ def method_config(config: ml_collections.ConfigDict, name: str) -> ml_collection
 _POSITIVE_INTS = ("epochs", "steps", "batch_size", "forget_batch_size", "chunk_size",
                   "num_shards", "num_slices", "max_steps", "cg_steps", "max_epochs")
 _POSITIVE_FLOATS = ("lr", "forget_lr", "retain_lr", "temperature")
+_NON_NEGATIVE = ("weight_decay",)
 
 
-def check_config(name: str, method_config: ml_collections.ConfigDict) -> None:
+def check_config(name: str, cfg: ml_collections.ConfigDict, track: str = "image") -> None:
   """Validates a method's hyper-parameters: shared fields here, the rest by the method.
 
-  A built-in module may define `check_config(cfg)` raising `unlearn_jax.config.ConfigError`; a
-  user method may bring one (see `register`).
+  Shared fields: integer counts ≥ 1 (`epochs`, `batch_size`, ...; `epochs` may be a positive
+  fraction when the method's spec has `fractional_epochs`), learning rates and temperatures > 0,
+  `weight_decay` ≥ 0. A built-in module may define `check_config(cfg)` raising
+  `unlearn_jax.config.ConfigError`; a user method may bring one (see `register`).
+
+  Args:
+    name: a method of `track`.
+    cfg: its section of the study config, `config.unlearn.<name>`.
+    track: 'image' or 'lm'.
+
+  Raises:
+    ConfigError: naming the first bad field (or an unknown track or name).
   """
-  name = _one(name)
-  if name in _REGISTRY:
-    fractional, own_check = _REGISTRY[name].fractional_epochs, _REGISTRY[name].check_config
+  name = _one(name, track)
+  if (track, name) in _REGISTRY:
+    own_check = _REGISTRY[(track, name)].check_config
   else:
-    module = importlib.import_module(f"{__name__}.{name}")
-    fractional = getattr(module, "FRACTIONAL_EPOCHS", False)
-    own_check = getattr(module, "check_config", None)
-  for key, value in method_config.items():
+    own_check = getattr(_module(name, track), "check_config", None)
+  fractional = spec(name, track).fractional_epochs
+  for key, value in cfg.items():
     field = f"unlearn.{name}.{key}"
     if key == "epochs" and fractional:
       config_lib.require_number(field, value, low=0, low_open=True)
@@ -342,36 +468,44 @@ def check_config(name: str, method_config: ml_collections.ConfigDict) -> None:
       config_lib.require_number(field, value, low=1, integer=True)
     elif key in _POSITIVE_FLOATS:
       config_lib.require_number(field, value, low=0, low_open=True)
+    elif key in _NON_NEGATIVE:
+      config_lib.require_number(field, value, low=0)
   if own_check is not None:
-    own_check(method_config)
+    own_check(cfg)
 
 
-def call(name: str, state: Any, data: UnlearnData, config: ml_collections.ConfigDict,
-         rng: jax.Array) -> tuple[Any, dict[str, Any]]:
-  """Runs method `name` from `state` and checks that it returns what the contract promises.
+def call(name: str, state: Any, run: RunContext, cfg: ml_collections.ConfigDict, rng: jax.Array,
+         *, track: str = "image") -> tuple[Any, dict[str, Any]]:
+  """Runs method `name` of `track` from `state` and checks that it returns what the contract
+  promises.
+
+  Nothing is subtracted from the time: a caller that times the call subtracts
+  `run.clock.excluded_s`, the time the method spent inside `run.untimed()`.
 
   Args:
     name: a method name or import path (see `resolve`).
     state: the trained TrainState to unlearn from (left unchanged by the built-in methods).
-    data: the forget and retained data and run context.
-    config: the study config; `config.unlearn.<name>` is added from the method's defaults if it
-      is missing (see `method_config`).
+    run: the forget and retained data and the run's context (recipe, mesh, seed, clock, ...).
+    cfg: the method's hyper-parameters, `config.unlearn.<name>` (see `method_config`).
     rng: a PRNG key for the method's own randomness.
+    track: 'image' or 'lm'.
 
   Returns:
-    (unlearned TrainState, info) with info a plain dict (JAX arrays in it become numpy arrays).
+    (unlearned TrainState, info) with info a plain dict (JAX arrays in it become numpy arrays,
+    scalars Python numbers).
 
   Raises:
+    ConfigError: an unknown track or name.
     MethodContractError: the method did not return a `(TrainState, dict)` pair, or its state's
-      parameters (or BatchNorm statistics) differ in structure, shape or dtype from the input's.
+      parameters (or BatchNorm statistics) differ in structure, shape or dtype from the input's
+      (unless its spec has `returns_ensemble`).
     Whatever the method itself raises (FloatingPointError when it diverged).
   """
   from unlearn_jax import train  # pylint: disable=g-import-not-at-top  (heavy; not for configs)
-  name = _one(name)
-  method_config(config, name)
+  name = _one(name, track)
   expected = {part: _leaf_specs(getattr(state, part)) for part in ("params", "batch_stats")}
-  result = get(name)(state, data, config, rng)
-  where = f"method {name!r} ({_source(name)})"
+  result = get(name, track)(state, run, cfg, rng)
+  where = f"method {name!r} ({_source(name, track)})"
   if not isinstance(result, tuple) or len(result) != 2:
     raise MethodContractError(
         f"{where} returned {_type_name(result)}; expected a pair (state, info): {CONTRACT}")
@@ -384,10 +518,7 @@ def call(name: str, state: Any, data: UnlearnData, config: ml_collections.Config
     raise MethodContractError(
         f"{where} returned (state, {_type_name(info)}); expected a dict of diagnostics second "
         "(at least {'steps': ..., 'wall_s': ...})")
-  # A built-in method whose result is another model by design (SISA's shard ensemble) says so.
-  own_architecture = name not in _REGISTRY and getattr(
-      importlib.import_module(f"{__name__}.{name}"), "RETURNS_ENSEMBLE", False)
-  for part, specs in ({} if own_architecture else expected).items():
+  for part, specs in ({} if spec(name, track).returns_ensemble else expected).items():
     problems = _tree_differences(specs, _leaf_specs(getattr(new_state, part)))
     if problems:
       raise MethodContractError(
@@ -400,7 +531,7 @@ def call(name: str, state: Any, data: UnlearnData, config: ml_collections.Config
 # Helpers.
 
 
-def _user_method(name: str, fn: Any, default_config: Any, check: Any, fractional: bool | None,
+def _user_method(name: str, fn: Any, default_config: Any, check: Any, given_spec: Spec | None,
                  source: str) -> _UserMethod:
   """Checks `fn` against the contract and gathers its defaults (see `register`)."""
   if not callable(fn):
@@ -412,7 +543,7 @@ def _user_method(name: str, fn: Any, default_config: Any, check: Any, fractional
     signature = None
   if signature is not None:
     try:
-      signature.bind("state", "data", "config", "rng")
+      signature.bind("state", "run", "cfg", "rng")
     except TypeError as error:
       raise MethodContractError(
           f"method {name!r}: {_describe(fn)}{signature} cannot be called as {CONTRACT} "
@@ -439,12 +570,23 @@ def _user_method(name: str, fn: Any, default_config: Any, check: Any, fractional
   check = own("check_config", check)
   if check is not None and not callable(check):
     raise MethodContractError(f"method {name!r}: check_config must be a function check(cfg)")
-  fractional = own("FRACTIONAL_EPOCHS", fractional)
-  return _UserMethod(fn, defaults, check, bool(fractional), source)
+  return _UserMethod(fn, defaults, check, _checked_spec(name, own("SPEC", given_spec)), source)
 
 
-def _source(name: str) -> str:
-  return _REGISTRY[name].source if name in _REGISTRY else f"unlearn_jax.methods.{name}"
+def _checked_spec(name: str, value: Any) -> Spec:
+  """`value` if it is a Spec, `Spec()` for None; MethodContractError otherwise."""
+  if value is None:
+    return Spec()
+  if not isinstance(value, Spec):
+    raise MethodContractError(f"method {name!r}: its spec is {_type_name(value)}; expected "
+                              "unlearn_jax.methods.Spec(...)")
+  return value
+
+
+def _source(name: str, track: str) -> str:
+  if (track, name) in _REGISTRY:
+    return _REGISTRY[(track, name)].source
+  return f"{_package(track)}.{name}"
 
 
 def _describe(fn: Any) -> str:

@@ -4,7 +4,7 @@ Chundawat, Tarun, Mandal and Kankanhalli, "Can Bad Teaching Induce Forgetting? U
 Deep Networks Using an Incompetent Teacher" (AAAI 2023; code
 github.com/vikram2000b/bad-teaching-unlearning). The student starts as a copy of the original
 model. Two frozen teachers: the competent one is the original model, the incompetent one a
-randomly initialised model of the same architecture (`data.init_state(rng)`). The student is
+randomly initialised model of the same architecture (`run.init_state(rng)`). The student is
 trained on T together with a random subset of the retained data, shuffled into the same
 batches, to minimise
 
@@ -84,29 +84,28 @@ jit_bad_teacher_step = jax.jit(bad_teacher_step, donate_argnums=0,
                                static_argnames=("temperature",))
 
 
-def unlearning_data(data, fraction: float) -> dict[str, np.ndarray]:
+def unlearning_data(run, fraction: float) -> dict[str, np.ndarray]:
   """T plus a seeded random `fraction` of the retained data; label = 1 on T, 0 elsewhere."""
-  num_retain = len(data.retain["label"])
+  num_retain = len(run.retain["label"])
   size = max(1, int(fraction * num_retain))
-  rows = np.random.default_rng([data.seed, 11]).choice(num_retain, size, replace=False)
-  images = np.concatenate([data.forget["image"], data.retain["image"][np.sort(rows)]])
-  flags = np.r_[np.ones(len(data.forget["label"])), np.zeros(size)].astype(np.int32)
+  rows = np.random.default_rng([run.seed, 11]).choice(num_retain, size, replace=False)
+  images = np.concatenate([run.forget["image"], run.retain["image"][np.sort(rows)]])
+  flags = np.r_[np.ones(len(run.forget["label"])), np.zeros(size)].astype(np.int32)
   return {"image": images, "label": flags}
 
 
-def unlearn(state, data, config, rng):
+def unlearn(state, run, cfg, rng):
   """Distils the competent teacher on retained rows and a random-init teacher on T."""
-  cfg = config.unlearn.bad_teacher
-  mixed = unlearning_data(data, float(cfg.retain_fraction))
-  sampler = pipeline.EpochSampler(mixed, int(cfg.batch_size), data.seed)
+  mixed = unlearning_data(run, float(cfg.retain_fraction))
+  sampler = pipeline.EpochSampler(mixed, int(cfg.batch_size), run.seed)
   num_steps = int(cfg.epochs) * sampler.steps_per_epoch
-  incompetent = data.init_state(rng)
+  incompetent = run.init_state(rng)
   step_fn = functools.partial(jit_bad_teacher_step, competent=state.variables(),
                               incompetent=incompetent.variables(),
                               temperature=float(cfg.temperature))
   tx = train.make_optimizer("adam", float(cfg.lr))  # Adam, no weight decay (see above)
-  state, info = common.run_sgd(state, sampler.batch, num_steps, cfg.lr, data, "bad_teacher",
-                               config, step_fn=step_fn, tx=tx)
+  state, info = common.run_sgd(state, sampler.batch, num_steps, cfg.lr, run, "bad_teacher",
+                               run.recipe, step_fn=step_fn, tx=tx)
   info.update(forget_examples=int(mixed["label"].sum()),
               retain_examples=int(len(mixed["label"]) - mixed["label"].sum()))
   return state, info

@@ -158,25 +158,24 @@ def _head_params(params: dict, head_path: HeadPath) -> dict:
   return params
 
 
-def unlearn(state, data, config, rng):
+def unlearn(state, run, cfg, rng):
   """Trains the forget set into a shadow class added to the head, then drops that class."""
-  cfg = config.unlearn.boundary_expand
-  num_classes = int(data.num_classes)
-  head_path = find_head(state, data.forget["image"].shape[1:], num_classes)
+  num_classes = int(run.num_classes)
+  head_path = find_head(state, run.forget["image"].shape[1:], num_classes)
   shadow = init_shadow(_head_params(state.params, head_path), jax.random.fold_in(rng, 0))
   widened = state.replace(params={"model": state.params, "shadow": shadow})
-  batch_size = min(int(cfg.batch_size), len(data.forget["label"]))
-  shadow_labels = np.full_like(data.forget["label"], num_classes)
-  sampler = pipeline.EpochSampler({**data.forget, "label": shadow_labels}, batch_size, data.seed)
+  batch_size = min(int(cfg.batch_size), len(run.forget["label"]))
+  shadow_labels = np.full_like(run.forget["label"], num_classes)
+  sampler = pipeline.EpochSampler({**run.forget, "label": shadow_labels}, batch_size, run.seed)
   num_steps = int(cfg.epochs) * sampler.steps_per_epoch
   step_fn = functools.partial(jit_expand_step, head_path=head_path)
-  widened, info = common.run_sgd(widened, sampler.batch, num_steps, cfg.lr, data,
-                                 "boundary_expand", config, step_fn=step_fn)
+  widened, info = common.run_sgd(widened, sampler.batch, num_steps, cfg.lr, run,
+                                 "boundary_expand", run.recipe, step_fn=step_fn)
   model_params = widened.params["model"]
   variables = {"params": model_params,
                **({"batch_stats": widened.batch_stats} if widened.batch_stats else {})}
   predictions = _shadow_predictions(state.apply_fn, variables, widened.params["shadow"],
-                                    jnp.asarray(data.forget["image"]), head_path)
+                                    jnp.asarray(run.forget["image"]), head_path)
   info.update(head="/".join(head_path),
               shadow_fraction=float(np.mean(np.asarray(predictions) == num_classes)))
   # Pruning the shadow class: keep the model's own parameters, with the original head shape.

@@ -122,19 +122,18 @@ def shrink_labels(state: train.TrainState, data: dict[str, np.ndarray], bound: f
   return labels.astype(data["label"].dtype), flipped
 
 
-def unlearn(state, data, config, rng):
+def unlearn(state, run, cfg, rng):
   """Fine-tunes the forget images towards the original model's predictions at their FGSM
   neighbours (`cfg.label_rule`)."""
-  del rng  # batch order comes from data.seed
-  cfg = config.unlearn.boundary_shrink
-  batch_size = min(int(cfg.batch_size), len(data.forget["label"]))
-  labels, flipped = shrink_labels(state, data.forget, float(cfg.bound), str(cfg.label_rule),
+  del rng  # batch order comes from run.seed
+  batch_size = min(int(cfg.batch_size), len(run.forget["label"]))
+  labels, flipped = shrink_labels(state, run.forget, float(cfg.bound), str(cfg.label_rule),
                                   batch_size)
-  shrink_data = {**data.forget, "label": labels}
-  sampler = pipeline.EpochSampler(shrink_data, batch_size, data.seed)
+  shrink_data = {**run.forget, "label": labels}
+  sampler = pipeline.EpochSampler(shrink_data, batch_size, run.seed)
   num_steps = int(cfg.epochs) * sampler.steps_per_epoch
-  state, info = common.run_sgd(state, sampler.batch, num_steps, cfg.lr, data, "boundary_shrink",
-                               config)
+  state, info = common.run_sgd(state, sampler.batch, num_steps, cfg.lr, run, "boundary_shrink",
+                               run.recipe)
   info.update(attack_success=flipped,
-              own_label_fraction=float(np.mean(labels == data.forget["label"])))
+              own_label_fraction=float(np.mean(labels == run.forget["label"])))
   return state, info

@@ -21,7 +21,7 @@ from unlearn_jax import train
 
 
 def run_sgd(state: train.TrainState, batch_fn: Callable[[int], dict[str, np.ndarray]],
-            num_steps: int, lr: float, data, name: str, config, momentum: float = 0.9,
+            num_steps: int, lr: float, run, name: str, recipe, momentum: float = 0.9,
             step_fn: Callable | None = None,
             tx: optax.GradientTransformation | train.Optimizer | None = None,
             weight_decay: float | None = None) -> tuple[train.TrainState, dict]:
@@ -29,8 +29,8 @@ def run_sgd(state: train.TrainState, batch_fn: Callable[[int], dict[str, np.ndar
 
   The default optimiser is SGD with momentum and L2 weight decay added to the gradient
   (trace ← g + wd·θ + momentum·trace, as torch's `SGD(weight_decay=wd)`), wd =
-  `config.train.weight_decay` unless `weight_decay` is given: the reference unlearning recipe
-  runs its methods with the training recipe's decay (5e-4 in github.com/OPTML-Group/
+  `recipe.weight_decay` unless `weight_decay` is given: the reference unlearning recipe runs
+  its methods with the training recipe's decay (5e-4 in github.com/OPTML-Group/
   Unlearn-Saliency, Classification/unlearn/impl.py and arg_parser.py; the same in
   OPTML-Group/Unlearn-Sparse). The settings live in the optimiser state
   (`train.make_optimizer`), so every SGD method shares one compiled step.
@@ -38,21 +38,25 @@ def run_sgd(state: train.TrainState, batch_fn: Callable[[int], dict[str, np.ndar
   `step_fn` replaces the weighted cross-entropy step (see `train.fit`); `tx` replaces the
   optimiser (then `lr`, `momentum` and `weight_decay` are ignored).
 
+  `run` (a `methods.RunContext`) gives the seed, mesh, checkpoint directory and metric writer,
+  `recipe` (the track's training recipe, `run.recipe`: the study's `config.train`) the weight
+  decay and the checkpoint and log intervals.
+
   Progress, finite-loss checks and checkpoints come from `train.fit`; a non-finite loss raises
   FloatingPointError, which the study records as `diverged` for this method. `fit` pads batches
   to a multiple of the mesh size (`pipeline.mesh_batches`), so a step function must give rows
   whose `weight` (and every `*_weight` field) is 0 no influence on the update.
   """
   if tx is None:
-    decay = config.train.weight_decay if weight_decay is None else weight_decay
+    decay = recipe.weight_decay if weight_decay is None else weight_decay
     tx = train.make_optimizer("sgd", float(lr), int(num_steps), momentum=float(momentum),
                               weight_decay=float(decay))
   state = state.with_optimizer(tx)
-  return train.fit(state, batch_fn, num_steps, name=f"{name}/seed_{data.seed}",
-                   mesh=data.mesh, seed=data.seed,
-                   checkpoint_dir=data.checkpoint_dir,
-                   checkpoint_every=config.train.checkpoint_every,
-                   log_every=config.train.log_every, writer=data.writer, step_fn=step_fn)
+  return train.fit(state, batch_fn, num_steps, name=f"{name}/seed_{run.seed}",
+                   mesh=run.mesh, seed=run.seed,
+                   checkpoint_dir=run.checkpoint_dir,
+                   checkpoint_every=recipe.checkpoint_every,
+                   log_every=recipe.log_every, writer=run.writer, step_fn=step_fn)
 
 
 def example_loss(apply_fn: Callable, variables: dict, image: jax.Array,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import ml_collections
 
+from unlearn_jax import methods
 from unlearn_jax.data import pipeline
 from unlearn_jax.methods import common
 
 
 # `epochs` may be a fraction of a pass over the retained data.
-FRACTIONAL_EPOCHS = True
+SPEC = methods.Spec(fractional_epochs=True)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -27,10 +28,9 @@ def default_config() -> ml_collections.ConfigDict:
   return config
 
 
-def unlearn(state, data, config, rng):
-  """Trains `epochs` passes over `data.retain` with SGD at a constant `lr`."""
-  del rng  # batch order comes from data.seed
-  cfg = config.unlearn.finetune
-  sampler = pipeline.EpochSampler(data.retain, int(cfg.batch_size), data.seed)
+def unlearn(state, run, cfg, rng):
+  """Trains `epochs` passes over `run.retain` with SGD at a constant `lr`."""
+  del rng  # batch order comes from run.seed
+  sampler = pipeline.EpochSampler(run.retain, int(cfg.batch_size), run.seed)
   num_steps = sampler.steps_for(cfg.epochs)
-  return common.run_sgd(state, sampler.batch, num_steps, cfg.lr, data, "finetune", config)
+  return common.run_sgd(state, sampler.batch, num_steps, cfg.lr, run, "finetune", run.recipe)

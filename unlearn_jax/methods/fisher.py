@@ -128,15 +128,15 @@ def perturb(params: dict, fisher: dict, noise: dict, alpha: float,
   return jax.tree.map(lambda p, s, n: p + s * n, params, std, noise), std
 
 
-def fisher_data(state: train.TrainState, data, cfg,
+def fisher_data(state: train.TrainState, run, cfg,
                 generator: np.random.Generator) -> dict[str, np.ndarray]:
   """The retained examples of the estimate (a random subset), with true or sampled labels."""
-  num = len(data.retain["label"])
+  num = len(run.retain["label"])
   size = num if int(cfg.max_examples) == 0 else min(int(cfg.max_examples), num)
   rows = np.sort(generator.permutation(num)[:size])
-  subset = {"image": data.retain["image"][rows], "label": data.retain["label"][rows]}
+  subset = {"image": run.retain["image"][rows], "label": run.retain["label"][rows]}
   if cfg.labels == "sampled":
-    subset["label"] = sample_labels(train.predict(state, subset, 1000, data.mesh), generator)
+    subset["label"] = sample_labels(train.predict(state, subset, 1000, run.mesh), generator)
   return subset
 
 
@@ -146,15 +146,14 @@ def sample_labels(logits: np.ndarray, generator: np.random.Generator) -> np.ndar
   return np.argmax(logits + generator.gumbel(size=logits.shape), axis=1).astype(np.int32)
 
 
-def unlearn(state, data, config, rng):
+def unlearn(state, run, cfg, rng):
   """Adds Fisher-shaped Gaussian noise to the original model's parameters."""
-  cfg = config.unlearn.fisher
   start = time.perf_counter()
   data_generator, noise_generator = generators(rng)
-  subset = fisher_data(state, data, cfg, data_generator)
+  subset = fisher_data(state, run, cfg, data_generator)
   fisher = fisher_diagonal(state, subset, int(cfg.chunk_size))
   noise = standard_noise(state.params, noise_generator)
-  params, std = perturb(state.params, fisher, noise, float(cfg.alpha), data.num_classes)
+  params, std = perturb(state.params, fisher, noise, float(cfg.alpha), run.num_classes)
   # Elementwise in replicated parameters: replicated, so every process can fetch them.
   host_params, std = jax.device_get((params, std))
   if not all(np.all(np.isfinite(p)) for p in jax.tree.leaves(host_params)):
@@ -163,7 +162,7 @@ def unlearn(state, data, config, rng):
   num_examples = len(subset["label"])
   mean_std = float(np.mean(np.concatenate([np.ravel(s) for s in jax.tree.leaves(std)])))
   logging.info("[fisher/seed_%d] Fisher of %d retained examples; mean noise std %.3g (%.1fs)",
-               data.seed, num_examples, mean_std, wall)
+               run.seed, num_examples, mean_std, wall)
   info = {"steps": -(-num_examples // min(int(cfg.chunk_size), num_examples)), "wall_s": wall,
           "examples": num_examples, "mean_noise_std": mean_std}
   return state.replace(params=params), info

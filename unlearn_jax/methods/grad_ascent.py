@@ -25,11 +25,10 @@ def default_config() -> ml_collections.ConfigDict:
   return config
 
 
-def unlearn(state, data, config, rng):
-  """Runs `epochs` passes over `data.forget` with weight -1 (ascent) and SGD at `lr`."""
+def unlearn(state, run, cfg, rng):
+  """Runs `epochs` passes over `run.forget` with weight -1 (ascent) and SGD at `lr`."""
   del rng
-  cfg = config.unlearn.grad_ascent
-  batch_size = min(int(cfg.batch_size), len(data.forget["label"]))
-  sampler = pipeline.EpochSampler(data.forget, batch_size, data.seed, weight=-1.0)
+  batch_size = min(int(cfg.batch_size), len(run.forget["label"]))
+  sampler = pipeline.EpochSampler(run.forget, batch_size, run.seed, weight=-1.0)
   num_steps = int(cfg.epochs) * sampler.steps_per_epoch
-  return common.run_sgd(state, sampler.batch, num_steps, cfg.lr, data, "grad_ascent", config)
+  return common.run_sgd(state, sampler.batch, num_steps, cfg.lr, run, "grad_ascent", run.recipe)

@@ -243,37 +243,36 @@ def hessian_subset(retain: dict[str, np.ndarray], num: int, seed: int) -> dict[s
   return {key: value[rows] for key, value in retain.items()}
 
 
-def unlearn(state, data, config, rng):
+def unlearn(state, run, cfg, rng):
   """θ + (H_R + damping·I)⁻¹ · (1/r)·Σ_T [∇ℓ_i + w·θ], solved by CG or LiSSA (see above)."""
-  del rng  # the Hessian subset and LiSSA batches come from data.seed
-  cfg = config.unlearn.influence
-  name = f"influence/seed_{data.seed}"
+  del rng  # the Hessian subset and LiSSA batches come from run.seed
+  name = f"influence/seed_{run.seed}"
   start = time.perf_counter()
-  weight_decay = float(config.train.weight_decay)
-  num_retain, num_forget = len(data.retain["label"]), len(data.forget["label"])
-  objective = _Objective(state, data.mesh)
+  weight_decay = float(run.recipe.weight_decay)
+  num_retain, num_forget = len(run.retain["label"]), len(run.forget["label"])
+  objective = _Objective(state, run.mesh)
   theta = objective.flat_params
 
-  hessian_data = hessian_subset(data.retain, int(cfg.hessian_examples), data.seed)
+  hessian_data = hessian_subset(run.retain, int(cfg.hessian_examples), run.seed)
   num_hessian = len(hessian_data["label"])
   # LiSSA batches hold `real` examples, padded with weight-0 rows to a multiple of the mesh
   # size (the same on any number of devices); CG sums over chunks of the padded size.
   real = min(int(cfg.batch_size), num_hessian)
-  batch_size = parallel.round_up(real, data.mesh)
-  forget_batches = fixed_batches(data.forget, batch_size, data.mesh)
+  batch_size = parallel.round_up(real, run.mesh)
+  forget_batches = fixed_batches(run.forget, batch_size, run.mesh)
   b = (objective.grad_sum(forget_batches) + num_forget * weight_decay * theta) / num_retain
 
   shift = weight_decay + float(cfg.damping)
   if cfg.solver == "cg":
-    batches = fixed_batches(hessian_data, batch_size, data.mesh)
+    batches = fixed_batches(hessian_data, batch_size, run.mesh)
     matvec = lambda v: objective.hvp_sum(batches, v) / num_hessian + shift * v
     delta, info = solve_cg(matvec, b, int(cfg.cg_steps), float(cfg.tol), name)
   else:
-    sampler = pipeline.EpochSampler(hessian_data, real, data.seed)
+    sampler = pipeline.EpochSampler(hessian_data, real, run.seed)
 
     def batch_matvec(step, v):
       host = pipeline.pad_rows(sampler.batch(step), batch_size)
-      batch = parallel.global_batch(host, data.mesh)
+      batch = parallel.global_batch(host, run.mesh)
       hvp = objective.hvp_sum([batch], v) / float(np.sum(host["weight"]))
       return hvp + shift * v
 
@@ -281,7 +280,7 @@ def unlearn(state, data, config, rng):
 
   _check_finite(name, info["steps"], delta)
   params = objective.unravel(theta + delta)
-  new_state = state.replace(params=parallel.replicate(params, data.mesh))
+  new_state = state.replace(params=parallel.replicate(params, run.mesh))
   jax.block_until_ready(new_state.params)
   wall = time.perf_counter() - start
   info.update(wall_s=wall, steps_run=info["steps"], solver=cfg.solver,
@@ -289,7 +288,7 @@ def unlearn(state, data, config, rng):
               forget_term_norm=float(np.linalg.norm(b)))
   logging.info("[%s] %s: %d steps, |update| %.4e, %.1fs", name, cfg.solver, info["steps"],
                info["update_norm"], wall)
-  if data.writer is not None:
-    data.writer.write(run=name, step=info["steps"], update_norm=info["update_norm"],
-                      residual=info.get("residual"))
+  if run.writer is not None:
+    run.writer.write(run=name, step=info["steps"], update_norm=info["update_norm"],
+                     residual=info.get("residual"))
   return new_state, info

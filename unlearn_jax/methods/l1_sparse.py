@@ -37,13 +37,13 @@ import jax.numpy as jnp
 import ml_collections
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import train
+from unlearn_jax import methods, train
 from unlearn_jax.data import pipeline
 from unlearn_jax.methods import common
 
 
 # `epochs` may be a fraction of a pass over the retained data.
-FRACTIONAL_EPOCHS = True
+SPEC = methods.Spec(fractional_epochs=True)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -77,16 +77,15 @@ def l1_norm(params) -> float:
   return float(sum(jnp.sum(jnp.abs(leaf)) for leaf in jax.tree.leaves(params)))
 
 
-def unlearn(state, data, config, rng):
-  """Fine-tunes `epochs` passes over `data.retain` with the linearly decaying ℓ1 penalty."""
-  del rng  # batch order comes from data.seed
-  cfg = config.unlearn.l1_sparse
-  sampler = pipeline.EpochSampler(data.retain, int(cfg.batch_size), data.seed)
+def unlearn(state, run, cfg, rng):
+  """Fine-tunes `epochs` passes over `run.retain` with the linearly decaying ℓ1 penalty."""
+  del rng  # batch order comes from run.seed
+  sampler = pipeline.EpochSampler(run.retain, int(cfg.batch_size), run.seed)
   num_steps = sampler.steps_for(cfg.epochs)
   tx = make_optimizer(float(cfg.lr), float(cfg.momentum), float(cfg.gamma), num_steps,
-                      float(config.train.weight_decay))
+                      float(run.recipe.weight_decay))
   l1_before = l1_norm(state.params)
-  state, info = common.run_sgd(state, sampler.batch, num_steps, cfg.lr, data, "l1_sparse",
-                               config, tx=tx)
+  state, info = common.run_sgd(state, sampler.batch, num_steps, cfg.lr, run, "l1_sparse",
+                               run.recipe, tx=tx)
   info.update(l1_before=l1_before, l1_after=l1_norm(state.params))
   return state, info

@@ -37,13 +37,13 @@ import ml_collections
 import numpy as np
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import train
+from unlearn_jax import methods, train
 from unlearn_jax.data import pipeline
 from unlearn_jax.methods import common
 
 
 # `epochs` may be a fraction of a pass over the retained data.
-FRACTIONAL_EPOCHS = True
+SPEC = methods.Spec(fractional_epochs=True)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -74,14 +74,13 @@ def weigh(batch: dict[str, np.ndarray], total: float) -> dict[str, np.ndarray]:
   return batch
 
 
-def unlearn(state, data, config, rng):
+def unlearn(state, run, cfg, rng):
   """One pass of retain+forget steps minimising alpha·CE_retain - (1-alpha)·CE_forget."""
-  del rng  # batch order comes from data.seed
-  cfg = config.unlearn.neggrad_plus
+  del rng  # batch order comes from run.seed
   alpha = float(cfg.alpha)
-  retain = pipeline.EpochSampler(data.retain, int(cfg.batch_size), data.seed)
-  forget_size = min(int(cfg.forget_batch_size), len(data.forget["label"]))
-  forget = pipeline.EpochSampler(data.forget, forget_size, data.seed + 1)
+  retain = pipeline.EpochSampler(run.retain, int(cfg.batch_size), run.seed)
+  forget_size = min(int(cfg.forget_batch_size), len(run.forget["label"]))
+  forget = pipeline.EpochSampler(run.forget, forget_size, run.seed + 1)
 
   def batch_fn(step: int) -> dict[str, np.ndarray]:
     return pipeline.concat(weigh(retain.batch(step), alpha),
@@ -91,7 +90,7 @@ def unlearn(state, data, config, rng):
   # The proximal term sits inside alpha·[...], so its gradient weighs alpha·λ.
   tx = train.make_optimizer("sgd", float(cfg.lr), num_steps, momentum=float(cfg.momentum),
                             proximal=alpha * float(cfg.proximal))
-  state, info = common.run_sgd(state, batch_fn, num_steps, cfg.lr, data, "neggrad_plus", config,
-                               tx=tx)
+  state, info = common.run_sgd(state, batch_fn, num_steps, cfg.lr, run, "neggrad_plus",
+                               run.recipe, tx=tx)
   info.update(alpha=alpha)
   return state, info

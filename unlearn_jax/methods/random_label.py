@@ -34,12 +34,13 @@ import ml_collections
 import numpy as np
 
 from unlearn_jax import config as config_lib
+from unlearn_jax import methods
 from unlearn_jax.data import pipeline
 from unlearn_jax.methods import common
 
 
 # `epochs` may be a fraction of a pass (over R ∪ T, or over R with sampling='every_batch').
-FRACTIONAL_EPOCHS = True
+SPEC = methods.Spec(fractional_epochs=True)
 
 SAMPLINGS = ("mixed", "every_batch")
 LABEL_DRAWS = ("any", "other")
@@ -145,33 +146,32 @@ class MixedSampler:
     return batch
 
 
-def relabelled_batches(data, cfg) -> tuple[Callable[[int], dict[str, np.ndarray]], int]:
+def relabelled_batches(run, cfg) -> tuple[Callable[[int], dict[str, np.ndarray]], int]:
   """(batch_fn, num_steps) of random-label training with `cfg.sampling` (see the module doc).
 
   `cfg` holds epochs, batch_size, sampling, label_draw and forget_batch_size.
   """
   other = cfg.label_draw == "other"
   if cfg.sampling == "mixed":
-    num_steps = MixedSampler.steps_for(len(data.retain["label"]) + len(data.forget["label"]),
+    num_steps = MixedSampler.steps_for(len(run.retain["label"]) + len(run.forget["label"]),
                                        int(cfg.batch_size), cfg.epochs)
-    sampler = MixedSampler(data.retain, data.forget, int(cfg.batch_size), data.seed, num_steps)
-    return (lambda step: sampler.batch(step, data.num_classes, other)), num_steps
-  retain = pipeline.EpochSampler(data.retain, int(cfg.batch_size), data.seed)
-  forget_size = min(int(cfg.forget_batch_size), len(data.forget["label"]))
-  forget = pipeline.EpochSampler(data.forget, forget_size, data.seed + 1)
+    sampler = MixedSampler(run.retain, run.forget, int(cfg.batch_size), run.seed, num_steps)
+    return (lambda step: sampler.batch(step, run.num_classes, other)), num_steps
+  retain = pipeline.EpochSampler(run.retain, int(cfg.batch_size), run.seed)
+  forget_size = min(int(cfg.forget_batch_size), len(run.forget["label"]))
+  forget = pipeline.EpochSampler(run.forget, forget_size, run.seed + 1)
 
   def batch_fn(step: int) -> dict[str, np.ndarray]:
     forget_batch = forget.batch(step)
-    labels_rng = np.random.default_rng([data.seed, step, 7])
-    forget_batch["label"] = relabel(forget_batch["label"], data.num_classes, labels_rng, other)
+    labels_rng = np.random.default_rng([run.seed, step, 7])
+    forget_batch["label"] = relabel(forget_batch["label"], run.num_classes, labels_rng, other)
     return pipeline.concat(retain.batch(step), forget_batch)
 
   return batch_fn, retain.steps_for(cfg.epochs)
 
 
-def unlearn(state, data, config, rng):
+def unlearn(state, run, cfg, rng):
   """Trains on retained data together with randomly relabelled forget examples."""
   del rng
-  cfg = config.unlearn.random_label
-  batch_fn, num_steps = relabelled_batches(data, cfg)
-  return common.run_sgd(state, batch_fn, num_steps, cfg.lr, data, "random_label", config)
+  batch_fn, num_steps = relabelled_batches(run, cfg)
+  return common.run_sgd(state, batch_fn, num_steps, cfg.lr, run, "random_label", run.recipe)

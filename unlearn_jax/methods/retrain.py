@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import ml_collections
 
-from unlearn_jax import train
+from unlearn_jax import methods, train
+
+
+# In a study this method's model is the `retrain` reference: the study reports that model.
+SPEC = methods.Spec(reference="retrain")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -16,9 +20,9 @@ def default_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict()
 
 
-def unlearn(state, data, config, rng):
-  """Discards `state` and trains `config.train.epochs` epochs on `data.retain` from `rng`."""
-  del state
-  return train.train_from_scratch(data.init_state(rng), data.retain, config.train, data.seed,
-                                  name=f"retrain/seed_{data.seed}", mesh=data.mesh,
-                                  checkpoint_dir=data.checkpoint_dir, writer=data.writer)
+def unlearn(state, run, cfg, rng):
+  """Discards `state` and trains `run.recipe.epochs` epochs on `run.retain` from `rng`."""
+  del state, cfg
+  return train.train_from_scratch(run.init_state(rng), run.retain, run.recipe, run.seed,
+                                  name=f"retrain/seed_{run.seed}", mesh=run.mesh,
+                                  checkpoint_dir=run.checkpoint_dir, writer=run.writer)

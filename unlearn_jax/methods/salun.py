@@ -43,13 +43,13 @@ import numpy as np
 import optax
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import parallel, train
+from unlearn_jax import methods, parallel, train
 from unlearn_jax.methods import common
 from unlearn_jax.methods import random_label
 
 
 # `epochs` may be a fraction of a pass over R ∪ T.
-FRACTIONAL_EPOCHS = True
+SPEC = methods.Spec(fractional_epochs=True)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -117,16 +117,15 @@ def masked_train_step(state: train.TrainState, batch: dict[str, jax.Array], base
 jit_masked_train_step = jax.jit(masked_train_step, donate_argnums=0)
 
 
-def unlearn(state, data, config, rng):
+def unlearn(state, run, cfg, rng):
   """Builds the saliency mask, then random-label unlearning on the masked weights only."""
-  del rng  # batch order and random labels come from data.seed
-  cfg = config.unlearn.salun
-  mask, threshold, nonzero = saliency_mask(state, data.forget, float(cfg.mask_ratio),
+  del rng  # batch order and random labels come from run.seed
+  mask, threshold, nonzero = saliency_mask(state, run.forget, float(cfg.mask_ratio),
                                            int(cfg.chunk_size))
-  batch_fn, num_steps = random_label.relabelled_batches(data, cfg)
-  device_mask = parallel.replicate(mask, data.mesh)
+  batch_fn, num_steps = random_label.relabelled_batches(run, cfg)
+  device_mask = parallel.replicate(mask, run.mesh)
   step_fn = functools.partial(jit_masked_train_step, mask=device_mask)
-  state, info = common.run_sgd(state, batch_fn, num_steps, cfg.lr, data, "salun", config,
+  state, info = common.run_sgd(state, batch_fn, num_steps, cfg.lr, run, "salun", run.recipe,
                                step_fn=step_fn)
   num_masked = int(sum(m.sum() for m in jax.tree.leaves(mask)))
   info.update(mask_fraction=num_masked / sum(m.size for m in jax.tree.leaves(mask)),

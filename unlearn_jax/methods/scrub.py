@@ -162,13 +162,12 @@ def _optimizer(cfg, epoch_starts: list[int], total_steps: int = 1) -> train.Opti
                               lr_decay_steps=decay_steps, lr_decay_rate=float(cfg.lr_decay_rate))
 
 
-def unlearn(state, data, config, rng):
+def unlearn(state, run, cfg, rng):
   """Runs SCRUB from the original model (student) against the frozen original (teacher)."""
-  del rng  # batch order comes from data.seed; the step key from fold_in(seed, step)
-  cfg = config.unlearn.scrub
+  del rng  # batch order comes from run.seed; the step key from fold_in(seed, step)
   batch_size = int(cfg.batch_size)
-  forget = pipeline.EpochSampler(data.forget, batch_size, data.seed + 1)
-  retain = pipeline.EpochSampler(data.retain, batch_size, data.seed)
+  forget = pipeline.EpochSampler(run.forget, batch_size, run.seed + 1)
+  retain = pipeline.EpochSampler(run.retain, batch_size, run.seed)
   steps, epoch_starts = plan(int(cfg.epochs), int(cfg.msteps), forget.steps_per_epoch,
                              int(cfg.retain_steps))
 
@@ -180,7 +179,7 @@ def unlearn(state, data, config, rng):
 
   step_fn = functools.partial(jit_scrub_step, teacher=state.variables(),
                               temperature=float(cfg.temperature))
-  state, info = common.run_sgd(state, batch_fn, len(steps), cfg.lr, data, "scrub", config,
+  state, info = common.run_sgd(state, batch_fn, len(steps), cfg.lr, run, "scrub", run.recipe,
                                step_fn=step_fn, tx=_optimizer(cfg, epoch_starts, len(steps)))
   info.update(max_steps=sum(kind == "max" for kind, _ in steps),
               min_steps=sum(kind == "min" for kind, _ in steps))

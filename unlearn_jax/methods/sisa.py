@@ -2,7 +2,7 @@
 
 Bourtoule et al., "Machine Unlearning" (IEEE S&P 2021; code: cleverhans-lab/machine-unlearning).
 D (here retain ∪ forget ordered by `id`, so the result does not depend on the inputs' order) is
-split into `num_shards` disjoint shards by a permutation seeded from `data.seed`, each shard into
+split into `num_shards` disjoint shards by a permutation seeded from `run.seed`, each shard into
 `num_slices` slices. One model per shard trains slice by slice: at slice k on slices 1..k together
 (the official `sisa.py` trains on the shard prefix `until=(sl+1)*slice_size`), with a checkpoint
 after every slice. To unlearn, each shard holding a forget example restarts from the checkpoint
@@ -32,10 +32,11 @@ parameters (stacked over shards) have no distance to a single model's: reported 
 Defaults: S = 5 shards, R = 4 slices, a project choice for ~4,200 training images (~840 per
 shard); the paper's simple-task experiments use more shards on far larger data.
 
-Timing: SISA trains its own ensemble inside `unlearn` (`info['train_s']`, `info['train_steps']`);
-`wall_s` and `steps` cover only the unlearning part (restoring restart checkpoints, retraining the
+Timing: SISA trains its own ensemble inside `unlearn`, within `run.untimed()` (so a study does
+not count it as unlearning time; `info['train_s']`, `info['train_steps']` report it); `wall_s` and
+`steps` cover only the unlearning part (restoring restart checkpoints, retraining the
 affected shards), so unlearning cost compares with retraining. Checkpoints: one orbax directory per
-shard and slice under `data.checkpoint_dir`, named by a hash of the slice's training ids and
+shard and slice under `run.checkpoint_dir`, named by a hash of the slice's training ids and
 recipe (like the official slice hashes), so a rerun restores instead of retraining; without a
 checkpoint directory every slice state is kept in memory.
 """
@@ -56,13 +57,13 @@ import numpy as np
 import optax
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import train
+from unlearn_jax import methods, train
 from unlearn_jax.data import pipeline
 
 
 # The unlearned model is the shard ensemble (its own parameter tree and apply function), not the
 # original architecture: `methods.call` skips its same-architecture check for this method.
-RETURNS_ENSEMBLE = True
+SPEC = methods.Spec(returns_ensemble=True)
 
 Arrays = dict[str, np.ndarray]
 
@@ -84,9 +85,9 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
                             integer=True)
 
 
-def training_set(data) -> Arrays:
+def training_set(run) -> Arrays:
   """D = retain ∪ forget ordered by `id`."""
-  joined = pipeline.concat(data.retain, data.forget)
+  joined = pipeline.concat(run.retain, run.forget)
   order = np.argsort(joined["id"], kind="stable")
   return {key: value[order] for key, value in joined.items()}
 
@@ -274,22 +275,23 @@ class _Plan:
                        init_key=self.init_keys[shard], **self.shared, **kwargs)
 
 
-def _plan(data, config, rng) -> _Plan:
-  """The SISA setting of `data` (D = retain ∪ forget) under `config.unlearn.sisa`."""
-  cfg, recipe = config.unlearn.sisa, config.train
+def _plan(run, cfg, rng) -> _Plan:
+  """The SISA setting of `run` (D = retain ∪ forget, the recipe `run.recipe`) under `cfg`, the
+  method's `config.unlearn.sisa`."""
+  recipe = run.recipe
   num_shards, num_slices = int(cfg.num_shards), int(cfg.num_slices)
-  dataset = training_set(data)
-  slices = partition(len(dataset["id"]), num_shards, num_slices, data.seed)
+  dataset = training_set(run)
+  slices = partition(len(dataset["id"]), num_shards, num_slices, run.seed)
   epochs = slice_epochs(int(cfg.epochs_per_slice), int(recipe.epochs), num_slices)
   init_keys = [jax.random.fold_in(rng, shard) for shard in range(num_shards)]
   return _Plan(dataset=dataset, slices=slices, epochs=epochs, recipe=recipe, init_keys=init_keys,
-               initial=initial_states(data.init_state, init_keys, dataset["image"].shape[1:]),
+               initial=initial_states(run.init_state, init_keys, dataset["image"].shape[1:]),
                tx=shard_optimizer(slices, epochs, recipe),
-               shared=dict(seed=data.seed, mesh=data.mesh, checkpoint_dir=data.checkpoint_dir,
-                           writer=data.writer),
+               shared=dict(seed=run.seed, mesh=run.mesh, checkpoint_dir=run.checkpoint_dir,
+                           writer=run.writer),
                # With checkpoints, restart states are restored from disk when needed (S·R
                # copies of a large model would not fit on the device).
-               keep_all=not data.checkpoint_dir)
+               keep_all=not run.checkpoint_dir)
 
 
 def _train_on_d(plan: _Plan) -> tuple[list[list], dict[str, int]]:
@@ -330,22 +332,24 @@ def _remove(plan: _Plan, trained: list[list], drop_ids: np.ndarray
   return finals, restarts, total
 
 
-def unlearn(state, data, config, rng):
+def unlearn(state, run, cfg, rng):
   """Trains the SISA ensemble on D, then retrains the shards holding forget examples.
 
   `state` (the study's original model) is not used: SISA's models are its own ensemble; shard s
-  starts from `data.init_state(fold_in(rng, s))`. info: `steps` and `wall_s` of the unlearning
-  part only; `train_s`, `train_steps` of SISA's own training; `steps_run` of both (0 when all
-  was restored); `restart_slices` (0-based) of the retrained shards.
+  starts from `run.init_state(fold_in(rng, s))`. SISA's own training runs in `run.untimed()`,
+  so it is not counted as unlearning time. info: `steps` and `wall_s` of the unlearning part
+  only; `train_s`, `train_steps` of SISA's own training; `steps_run` of both (0 when all was
+  restored); `restart_slices` (0-based) of the retrained shards.
   """
   del state
   start = time.perf_counter()
-  plan = _plan(data, config, rng)
-  trained, train_info = _train_on_d(plan)
+  with run.untimed():
+    plan = _plan(run, cfg, rng)
+    trained, train_info = _train_on_d(plan)
   train_s = time.perf_counter() - start
 
   start = time.perf_counter()
-  finals, restarts, unlearn_info = _remove(plan, trained, np.asarray(data.forget["id"]))
+  finals, restarts, unlearn_info = _remove(plan, trained, np.asarray(run.forget["id"]))
   ensemble = ensemble_state(finals)
   jax.block_until_ready(ensemble.params)
   wall = time.perf_counter() - start
@@ -359,15 +363,15 @@ def unlearn(state, data, config, rng):
 REFERENCE_NAMES = ("sisa_original", "sisa_clean")
 
 
-def references(data, config, rng, clean_drop_ids: np.ndarray
+def references(run, cfg, rng, clean_drop_ids: np.ndarray
                ) -> dict[str, tuple[train.TrainState, dict[str, Any]]]:
   """SISA's own residue references, on the scale of its ensemble output.
 
   A SISA ensemble (log of the mean shard softmax) is compared with SISA ensembles built with
-  the same shards, slices, initialisations and seeds as `unlearn(state, data, config, rng)`:
+  the same shards, slices, initialisations and seeds as `unlearn(state, run, cfg, rng)`:
 
   - `sisa_original`: the ensemble trained on D, exactly the one `unlearn` trains before it
-    removes anything (restored from the same slice checkpoints when `data.checkpoint_dir` is
+    removes anything (restored from the same slice checkpoints when `run.checkpoint_dir` is
     the method's).
   - `sisa_clean`: the same shards without the examples `clean_drop_ids` (in a study T ∪ S,
     so each shard trains on its part of R; slice boundaries stay those of D, as in unlearning).
@@ -380,7 +384,7 @@ def references(data, config, rng, clean_drop_ids: np.ndarray
   `restart_slices` for `sisa_clean`.
   """
   start = time.perf_counter()
-  plan = _plan(data, config, rng)
+  plan = _plan(run, cfg, rng)
   trained, train_info = _train_on_d(plan)
   original = ensemble_state([states[-1] for states in trained])
   jax.block_until_ready(original.params)

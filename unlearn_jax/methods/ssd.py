@@ -99,16 +99,15 @@ def dampen(params, forget_importance, global_importance, alpha, lam):
           jax.tree.map(lambda p: p[1], pairs, is_leaf=is_pair))
 
 
-def unlearn(state, data, config, rng):
+def unlearn(state, run, cfg, rng):
   """Dampens the parameters whose importance on T exceeds α times their importance on D."""
-  del rng  # deterministic given data.seed (the order of D)
-  cfg = config.unlearn.ssd
+  del rng  # deterministic given run.seed (the order of D)
   start = time.perf_counter()
   batch_size = int(cfg.batch_size)
-  full = pipeline.concat({k: data.retain[k] for k in pipeline.BATCH_KEYS},
-                         {k: data.forget[k] for k in pipeline.BATCH_KEYS})
-  order = np.random.default_rng([data.seed, 13]).permutation(len(full["label"]))
-  forget_imp, forget_batches = importance(state, data.forget, batch_size)
+  full = pipeline.concat({k: run.retain[k] for k in pipeline.BATCH_KEYS},
+                         {k: run.forget[k] for k in pipeline.BATCH_KEYS})
+  order = np.random.default_rng([run.seed, 13]).permutation(len(full["label"]))
+  forget_imp, forget_batches = importance(state, run.forget, batch_size)
   global_imp, global_batches = importance(state, full, batch_size, order)
   params, selected = dampen(state.params, forget_imp, global_imp, float(cfg.alpha),
                             float(cfg.lam))
@@ -120,7 +119,7 @@ def unlearn(state, data, config, rng):
   num_selected = sum(int(np.sum(s)) for s in jax.tree.leaves(selected))
   num_params = sum(int(s.size) for s in jax.tree.leaves(selected))
   wall = time.perf_counter() - start
-  logging.info("[ssd/seed_%d] dampened %d of %d parameters (%.3f%%) in %.1fs", data.seed,
+  logging.info("[ssd/seed_%d] dampened %d of %d parameters (%.3f%%) in %.1fs", run.seed,
                num_selected, num_params, 100 * num_selected / num_params, wall)
   info = {"steps": forget_batches + global_batches, "wall_s": wall,
           "selected": num_selected, "selected_fraction": num_selected / num_params}

@@ -1,5 +1,5 @@
 """Attacks across a model's training seeds against retrain's and clean's seeds: the ε estimate
-and U-LiRA (study.add_across_seed_attacks with evaluate/mia.py; docs/design.md §3.5)."""
+and U-LiRA (evaluate/across_seeds.py with evaluate/mia.py; docs/design.md §3.5)."""
 
 from unlearn_jax.evaluate import registry
 

@@ -192,24 +192,27 @@ def optimizer(cfg) -> optax.GradientTransformation:
   return train.make_optimizer("adamw", float(cfg.lr), weight_decay=float(cfg.weight_decay))
 
 
-def run(state: train.TrainState, batch_fn, num_steps: int, tx: optax.GradientTransformation,
-        data, name: str, config, step_fn=None) -> tuple[train.TrainState, dict]:
+def fit(state: train.TrainState, batch_fn, num_steps: int, tx: optax.GradientTransformation,
+        run, name: str, recipe, step_fn=None) -> tuple[train.TrainState, dict]:
   """Runs `num_steps` steps from `state` with a fresh optimiser `tx` through `train.fit`.
 
+  `run` (a `methods.RunContext`) gives the seed, mesh, checkpoint directory and metric writer,
+  `recipe` (the track's training recipe, `run.recipe`) the checkpoint and log intervals.
   Progress, finite-loss checks (DivergedError) and checkpoints come from `train.fit`.
   """
   state = state.with_optimizer(tx)
-  return train.fit(state, batch_fn, num_steps, name=f"{name}/seed_{data.seed}",
-                   mesh=data.mesh, seed=data.seed, checkpoint_dir=data.checkpoint_dir,
-                   checkpoint_every=config.train.checkpoint_every,
-                   log_every=config.train.log_every, writer=data.writer,
+  return train.fit(state, batch_fn, num_steps, name=f"{name}/seed_{run.seed}",
+                   mesh=run.mesh, seed=run.seed, checkpoint_dir=run.checkpoint_dir,
+                   checkpoint_every=recipe.checkpoint_every,
+                   log_every=recipe.log_every, writer=run.writer,
                    step_fn=step_fn or steps.jit_train_step)
 
 
-def run_objective(state: train.TrainState, data, config, name: str, *, forget_loss: str,
+def run_objective(state: train.TrainState, run, cfg, name: str, *, forget_loss: str,
                   retain_loss: str, forget_weight: float, retain_weight: float,
                   beta: float = 1.0, gamma: float = 0.0) -> tuple[train.TrainState, dict]:
-  """Runs `config.unlearn.<name>.epochs` passes over the forget set with the paired objective.
+  """Runs `cfg.epochs` passes over the forget set with the paired objective (`cfg`: the
+  method's `config.unlearn.<name>`, with epochs, batch_size, lr and weight_decay).
 
   Each step pairs `batch_size` forget rows (at most |forget|) with `batch_size` retain rows (at
   most |retain|), as TOFU pairs forget and retain batches; the retain sampler walks through the
@@ -221,13 +224,12 @@ def run_objective(state: train.TrainState, data, config, name: str, *, forget_lo
   if forget_loss not in FORGET_LOSSES or retain_loss not in RETAIN_LOSSES:
     raise ValueError(f"forget_loss={forget_loss!r} / retain_loss={retain_loss!r}: must be in "
                      f"{FORGET_LOSSES} / {RETAIN_LOSSES}")
-  cfg = config.unlearn[name]
   forget = pipeline.EpochSampler(
-      data.forget, batch_size_for(cfg.batch_size, len(data.forget["tokens"]), data.mesh),
-      data.seed + 1, keys=steps.BATCH_KEYS)
+      run.forget, batch_size_for(cfg.batch_size, len(run.forget["tokens"]), run.mesh),
+      run.seed + 1, keys=steps.BATCH_KEYS)
   retain = pipeline.EpochSampler(
-      data.retain, batch_size_for(cfg.batch_size, len(data.retain["tokens"]), data.mesh),
-      data.seed, keys=steps.BATCH_KEYS)
+      run.retain, batch_size_for(cfg.batch_size, len(run.retain["tokens"]), run.mesh),
+      run.seed, keys=steps.BATCH_KEYS)
 
   def batch_fn(step: int) -> dict[str, np.ndarray]:
     return pipeline.concat(with_shares(forget.batch(step), forget_loss, forget_weight),
@@ -235,11 +237,11 @@ def run_objective(state: train.TrainState, data, config, name: str, *, forget_lo
 
   num_steps = forget.steps_for(cfg.epochs)
   # π_ref: a replicated copy of the starting parameters (fit donates only the state it copies).
-  ref_params = parallel.replicate(state.params, data.mesh, copy=True)
+  ref_params = parallel.replicate(state.params, run.mesh, copy=True)
   step_fn = functools.partial(jit_objective_step, ref_params=ref_params,
                               beta=jnp.float32(beta), gamma=jnp.float32(gamma),
                               use_ref=forget_loss in REF_TERMS or retain_loss in REF_TERMS)
-  state, info = run(state, batch_fn, num_steps, optimizer(cfg), data, name, config,
+  state, info = fit(state, batch_fn, num_steps, optimizer(cfg), run, name, run.recipe,
                     step_fn=step_fn)
   info.update(forget_weight=float(forget_weight), retain_weight=float(retain_weight))
   return state, info

@@ -1,7 +1,7 @@
 """Fine-tuning (FT): keep training on the retained data only, hoping T is forgotten on the way.
 
 The fine-tuning baseline of TOFU-style LM unlearning (Maini et al., COLM 2024, "retain-only";
-Warnecke et al., NDSS 2023 for the idea): next-token NLL on answers of `data.retain`, AdamW.
+Warnecke et al., NDSS 2023 for the idea): next-token NLL on answers of `run.retain`, AdamW.
 Config: `config.unlearn.finetune.{epochs, lr, batch_size, weight_decay}`; `epochs` counts passes
 over the retained data and may be a fraction.
 """
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import ml_collections
 
+from unlearn_jax import methods
 from unlearn_jax.data import pipeline
 from unlearn_jax.lm import defaults as lm_defaults
 from unlearn_jax.lm import steps
 from unlearn_jax.lm.methods import common
 
 # `epochs` may be a fraction of a pass over the retained data.
-FRACTIONAL_EPOCHS = True
+SPEC = methods.Spec(fractional_epochs=True)
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -30,12 +31,11 @@ def default_config() -> ml_collections.ConfigDict:
   return config
 
 
-def unlearn(state, data, config, rng):
-  """Trains `epochs` passes over `data.retain` on the answer NLL with AdamW at `lr`."""
-  del rng  # batch order comes from data.seed
-  cfg = config.unlearn.finetune
-  batch_size = common.batch_size_for(cfg.batch_size, len(data.retain["tokens"]), data.mesh)
-  sampler = pipeline.EpochSampler(data.retain, batch_size, data.seed, keys=steps.BATCH_KEYS)
+def unlearn(state, run, cfg, rng):
+  """Trains `epochs` passes over `run.retain` on the answer NLL with AdamW at `lr`."""
+  del rng  # batch order comes from run.seed
+  batch_size = common.batch_size_for(cfg.batch_size, len(run.retain["tokens"]), run.mesh)
+  sampler = pipeline.EpochSampler(run.retain, batch_size, run.seed, keys=steps.BATCH_KEYS)
   num_steps = sampler.steps_for(cfg.epochs)
-  return common.run(state, sampler.batch, num_steps, common.optimizer(cfg), data,
-                    "finetune", config)
+  return common.fit(state, sampler.batch, num_steps, common.optimizer(cfg), run,
+                    "finetune", run.recipe)

@@ -27,13 +27,12 @@ def default_config() -> ml_collections.ConfigDict:
   return config
 
 
-def unlearn(state, data, config, rng):
-  """Runs `epochs` passes over `data.forget` with weight -1 (ascent) and AdamW at `lr`."""
+def unlearn(state, run, cfg, rng):
+  """Runs `epochs` passes over `run.forget` with weight -1 (ascent) and AdamW at `lr`."""
   del rng
-  cfg = config.unlearn.grad_ascent
-  batch_size = common.batch_size_for(cfg.batch_size, len(data.forget["tokens"]), data.mesh)
-  sampler = pipeline.EpochSampler(data.forget, batch_size, data.seed, weight=-1.0,
+  batch_size = common.batch_size_for(cfg.batch_size, len(run.forget["tokens"]), run.mesh)
+  sampler = pipeline.EpochSampler(run.forget, batch_size, run.seed, weight=-1.0,
                                   keys=steps.BATCH_KEYS)
   num_steps = sampler.steps_for(cfg.epochs)
-  return common.run(state, sampler.batch, num_steps, common.optimizer(cfg), data,
-                    "grad_ascent", config)
+  return common.fit(state, sampler.batch, num_steps, common.optimizer(cfg), run,
+                    "grad_ascent", run.recipe)

@@ -28,10 +28,9 @@ def default_config() -> ml_collections.ConfigDict:
   return config
 
 
-def unlearn(state, data, config, rng):
+def unlearn(state, run, cfg, rng):
   """Paired forget-ascent / retain-descent steps for `epochs` passes over the forget set."""
   del rng
-  cfg = config.unlearn.grad_diff
-  return common.run_objective(state, data, config, "grad_diff", forget_loss="ascent",
+  return common.run_objective(state, run, cfg, "grad_diff", forget_loss="ascent",
                               retain_loss="nll", forget_weight=float(cfg.forget_weight),
                               retain_weight=float(cfg.retain_weight))

@@ -29,10 +29,9 @@ def default_config() -> ml_collections.ConfigDict:
   return config
 
 
-def unlearn(state, data, config, rng):
+def unlearn(state, run, cfg, rng):
   """Paired forget-ascent / retain-KL steps for `epochs` passes over the forget set."""
   del rng
-  cfg = config.unlearn.kl_min
-  return common.run_objective(state, data, config, "kl_min", forget_loss="ascent",
+  return common.run_objective(state, run, cfg, "kl_min", forget_loss="ascent",
                               retain_loss="kl", forget_weight=float(cfg.forget_weight),
                               retain_weight=float(cfg.retain_weight))

@@ -48,12 +48,11 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
   config_lib.require_number("unlearn.npo.retain_weight", cfg.retain_weight, low=0)
 
 
-def unlearn(state, data, config, rng):
+def unlearn(state, run, cfg, rng):
   """Paired NPO (against the starting model) / retain-NLL steps over the forget set."""
   del rng
-  cfg = config.unlearn.npo
   state, info = common.run_objective(
-      state, data, config, "npo", forget_loss="npo", retain_loss="nll",
+      state, run, cfg, "npo", forget_loss="npo", retain_loss="nll",
       forget_weight=float(cfg.forget_weight), retain_weight=float(cfg.retain_weight),
       beta=float(cfg.beta))
   info.update(beta=float(cfg.beta))

@@ -47,12 +47,11 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
   config_lib.require_number("unlearn.simnpo.retain_weight", cfg.retain_weight, low=0)
 
 
-def unlearn(state, data, config, rng):
+def unlearn(state, run, cfg, rng):
   """Paired SimNPO / retain-NLL steps over the forget set."""
   del rng
-  cfg = config.unlearn.simnpo
   state, info = common.run_objective(
-      state, data, config, "simnpo", forget_loss="simnpo", retain_loss="nll",
+      state, run, cfg, "simnpo", forget_loss="simnpo", retain_loss="nll",
       forget_weight=float(cfg.forget_weight), retain_weight=float(cfg.retain_weight),
       beta=float(cfg.beta), gamma=float(cfg.gamma))
   info.update(beta=float(cfg.beta), gamma=float(cfg.gamma))

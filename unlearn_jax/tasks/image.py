@@ -1,0 +1,196 @@
+"""The image-classification task of a study (docs/design.md §2.2).
+
+Data: a classification dataset (`data/sources.py`), subsampled per class to `train_size` /
+`test_size`, and its SED (`data/sed.py`); targets chosen by `sed.selection` (`atypical` ranks
+candidates with a probe model trained on the other half of the data). Models: `config.model`
+trained by `train.train_from_scratch`. Scores: the metric registry (`evaluate/registry.py`):
+per-example scores of the logits on every split, LiRA against reference models trained once
+per study (`before_seeds`), metrics of the trained models (parameter distance, relearning),
+and across the seeds the ε estimate and U-LiRA (`evaluate/across_seeds.py`). Plugged in:
+SISA's ensemble references, the remedies (`remedy_track.py`) and training-data reconstruction
+(`recon_track.py`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from unlearn_jax import defaults, ensemble, models, recipe, recon_track, remedy_track, train
+from unlearn_jax import utils
+from unlearn_jax.data import sed as sed_lib
+from unlearn_jax.data import sources
+from unlearn_jax.evaluate import across_seeds, evaluator, mia, registry
+from unlearn_jax.report import tables
+from unlearn_jax.tasks import base, sisa_references
+
+
+class ImageTask(base.Task):
+  """Image classification: SED of a classification dataset, a CNN/MLP, the metric registry."""
+  track = "image"
+  sed: sed_lib.SED
+  lira: evaluator.LiraReferences | None = None
+
+  @staticmethod
+  def validate(config: ml_collections.ConfigDict) -> None:
+    defaults.validate(config)
+
+  @classmethod
+  def build(cls, config: ml_collections.ConfigDict, workdir: str) -> "ImageTask":
+    """Loads the dataset, builds and saves the SED, and creates the model and the mesh."""
+    task = cls(config, workdir)
+    logging.info("stage: data")
+    data_dir = config.data_dir or None
+    splits = sources.load(config.dataset, data_dir)
+    splits = {
+        "train": sed_lib.stratified_subset(splits["train"], config.train_size, config.sed.seed),
+        "test": sed_lib.stratified_subset(splits["test"], config.test_size, config.sed.seed),
+    }
+    task.num_classes = sources.num_classes(config.dataset, data_dir)
+    task.model = models.get(config.model, task.num_classes, **config.model_kwargs.to_dict())
+    logging.info("mesh: %d device(s) of %s, %d process(es)", task.mesh.devices.size,
+                 jax.devices()[0].platform, jax.process_count())
+    atypicality = None
+    if config.sed.selection == "atypical":
+      atypicality = probe_margins(config, workdir, splits["train"], task.model, task.mesh,
+                                  task.writer)
+    task.set_sed(sed_lib.build(splits, config.sed, atypicality))
+    if utils.is_main_process():
+      sed_lib.save_provenance(task.sed, os.path.join(workdir, "data", "provenance.npz"))
+    counts = {name: int(np.sum(task.sed.train["kind"] == kind))
+              for kind, name in enumerate(sed_lib.KIND_NAMES)}
+    logging.info("SED: |D|=%d (%s), |test|=%d", len(task.sed.train["id"]), counts,
+                 len(task.sed.test["id"]))
+    return task
+
+  def set_sed(self, sed: sed_lib.SED) -> None:
+    self.sed = sed
+    self.train, self.forget, self.retain, self.val = sed.train, sed.forget, sed.retain, sed.test
+
+  def init_state(self, rng: jax.Array) -> train.TrainState:
+    return train.create_state(self.model, rng, self.sed.train["image"].shape[1:])
+
+  def trainer(self):
+    return train.train_from_scratch
+
+  def plugins(self) -> list[base.Plugin]:
+    return [sisa_references.SisaReferences(), remedy_track.RemedyPlugin(),
+            recon_track.ReconPlugin()]
+
+  def predict(self, state: train.TrainState, data: dict) -> np.ndarray:
+    """Logits of `state` on every example of `data`."""
+    return train.predict(state, data, self.config.eval.batch_size, self.mesh)
+
+  def models_before_seeds(self) -> int:
+    return int(self.config.eval.lira.num_models)
+
+  def before_seeds(self) -> None:
+    self.lira = train_lira_references(self)
+
+  def evaluate(self, run: base.SeedRun) -> None:
+    """Scores of the logits (and LiRA) on every split, then the metrics of the trained models."""
+    sed, eval_config = self.sed, self.config.eval
+    logits = {name: {"train": self.predict(state, sed.train),
+                     "test": self.predict(state, sed.test)}
+              for name, state in run.states.items()}
+    run.records, run.rows = evaluator.evaluate_models(
+        logits, sed, eval_config.min_gap, lira=self.lira,
+        svc_max_train=eval_config.svc_max_train, references=run.references)
+    for name, record in run.records.items():
+      record["acc_same_class"] = remedy_track.same_class_accuracy(logits[name], sed)
+      record.update(run.extra_records.get(name, {}))
+    model_inputs = registry.ModelInputs(
+        states=run.states, forget=sed.forget, eval_config=eval_config, mesh=self.mesh,
+        ensembles=run.references, train_step=train.jit_train_step,
+        relearn_optimizer=train.make_optimizer("sgd", float(eval_config.relearn.lr), 1,
+                                               momentum=0.0))
+    for name, record in run.records.items():
+      if name not in run.residue_only:
+        for metric in registry.needing("model"):  # parameter distance, relearn steps, ...
+          record.update(metric.compute(name, model_inputs))
+
+  def summarize(self, runs: dict[int, base.SeedRun],
+                status: dict[str, str]) -> dict[str, Any]:
+    """summary.json: per-method means and intervals over seeds, the floor, the attacks across
+    seeds; runs scored on residue only (a remedy's sweep) are left to their plugin."""
+    records = {seed: {name: record for name, record in run.records.items()
+                      if name not in run.residue_only} for seed, run in runs.items()}
+    hidden = set().union(*(run.residue_only for run in runs.values()))
+    summary = tables.build_summary(self.config, records, {
+        key: text for key, text in status.items() if key.rsplit("/", 1)[0] not in hidden})
+    summary["status"] = status  # every run's (the residue-only runs report elsewhere)
+    references = {name: {"original": pair[0], "clean": pair[1]}
+                  for run in runs.values() for name, pair in run.references.items()
+                  if name in summary["methods"]}
+    if references:  # models scored against other residue references (SISA's ensembles)
+      summary["residue_references"] = references
+    per_target = [{"seed": seed, **row} for seed, run in runs.items() for row in run.rows]
+    across_seeds.add(summary, per_target, self.config.eval.epsilon_min_seeds)
+    return summary
+
+  def write_report(self, summary: dict[str, Any], runs: dict[int, base.SeedRun]) -> str:
+    records = {seed: {name: record for name, record in run.records.items()
+                      if name not in run.residue_only} for seed, run in runs.items()}
+    per_target = [{"seed": seed, **row} for seed, run in runs.items() for row in run.rows]
+    return tables.write(self.workdir, summary, records, per_target)
+
+
+def probe_margins(config: ml_collections.ConfigDict, workdir: str, train_split: dict,
+                  model: Any, mesh: jax.sharding.Mesh,
+                  writer: utils.MetricWriter) -> np.ndarray:
+  """Margins of a probe model on the half of the training split it did not train on.
+
+  The probe trains with the study's recipe on a random half (seeded by `sed.seed`); the other
+  half are the candidates for `sed.selection='atypical'` and get the probe's logit margin
+  (low = atypical: the probe, which never saw them, finds them hard). Rows the probe trained on
+  get NaN. The probe (`recipe.selection_probe`) is checkpointed under checkpoints/selection/.
+  """
+  probe, candidate_rows = recipe.selection_probe(config, train_split)
+  logging.info("stage: selection probe (%d examples; scores %d candidates for atypical "
+               "targets)", len(probe.data["label"]), len(candidate_rows))
+  state, _ = recipe.fit(
+      probe, lambda key: train.create_state(model, key, train_split["image"].shape[1:]),
+      config.train, mesh=mesh, workdir=workdir, writer=writer)
+  candidates = {key: train_split[key][candidate_rows] for key in ("image", "label")}
+  logits = train.predict(state, candidates, config.eval.batch_size, mesh)
+  margins = np.full(len(train_split["label"]), np.nan)
+  margins[candidate_rows] = registry.get("margin").score(
+      logits, train_split["label"][candidate_rows])
+  return margins
+
+
+def train_lira_references(task: ImageTask) -> evaluator.LiraReferences | None:
+  """Trains (or restores) the LiRA reference models and scores the targets and candidates.
+
+  The members (`recipe.lira`) come in complementary pairs, so every target is IN for exactly
+  half of them; they are trained at once (`ensemble.train_ensemble`).
+  """
+  cfg, sed = task.config.eval.lira, task.sed
+  if cfg.num_models == 0:
+    return None
+  plan = recipe.lira(sed, task.config)
+  heldout = plan.heldout_rows
+  logging.info("stage: LiRA references (%d models on R + half the target groups and %d "
+               "held-out candidates; %s)", cfg.num_models, len(heldout), task.progress.line())
+  states, _ = ensemble.train_ensemble(
+      task.model, plan.members, task.config.train, image_shape=sed.train["image"].shape[1:],
+      mesh=task.mesh, name="lira",
+      checkpoint_dir=os.path.join(task.workdir, "checkpoints", plan.folder), writer=task.writer)
+  task.progress.done += cfg.num_models
+  batch_size = task.config.eval.batch_size
+  target_rows = evaluator.split_rows(sed)["target"]
+  targets = {"image": sed.train["image"][target_rows], "label": sed.train["label"][target_rows]}
+  candidates = {"image": sed.test["image"][heldout], "label": sed.test["label"][heldout]}
+  target_logits = ensemble.predict(states, targets, batch_size, task.mesh)
+  heldout_logits = ensemble.predict(states, candidates, batch_size, task.mesh)
+  return evaluator.LiraReferences(
+      target_phi=mia.logit_scaled_confidence(target_logits, targets["label"][None]),
+      target_in=plan.target_in, heldout_rows=heldout,
+      heldout_phi=mia.logit_scaled_confidence(heldout_logits, candidates["label"][None]),
+      heldout_in=plan.heldout_in, fix_variance=bool(cfg.fix_variance), fpr=float(cfg.fpr),
+      per_example_min=int(cfg.get("per_example_min", mia.LIRA_PER_EXAMPLE_MIN)))
