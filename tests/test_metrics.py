@@ -35,7 +35,7 @@ def toy():
 
 
 def relearn(lr: float) -> dict:
-  """The study's relearning: SGD at `lr` (no momentum) with the training step (study.run_seed)."""
+  """The study's relearning: SGD at `lr` (no momentum) with the training step (tasks/image.py, ImageTask.evaluate)."""
   return {"optimizer": train.make_optimizer("sgd", lr, 1, momentum=0.0),
           "train_step": train.jit_train_step}
 
