@@ -47,7 +47,9 @@ def test_specs_say_what_the_study_must_know():
   assert methods.spec("retrain") == methods.Spec(reference="retrain")
   assert methods.spec("sisa").returns_ensemble and methods.spec("sisa").reference is None
   assert methods.spec("salun").fractional_epochs and not methods.spec("salun").returns_ensemble
-  assert methods.spec("grad_ascent") == methods.Spec()  # no SPEC: every default
+  ascent = methods.spec("grad_ascent")  # only a search space: every other field's default
+  assert ascent == methods.Spec(search_space=methods.search_space("grad_ascent"))
+  assert not ascent.fractional_epochs and not ascent.returns_ensemble and ascent.reference is None
   for module in ("finetune", "l1_sparse", "neggrad_plus", "random_label", "salun", "sisa",
                  "retrain"):
     loaded = importlib.import_module(f"unlearn_jax.methods.{module}")

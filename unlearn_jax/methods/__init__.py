@@ -20,7 +20,8 @@ Three ways to provide a method:
 * Built-in: a module of the track's package that defines `unlearn` and `default_config()` (its
   hyper-parameters with their sources; they appear as `config.unlearn.<name>`), and optionally
   `check_config(cfg)` and `SPEC = methods.Spec(...)` (what the study must know about it, e.g.
-  that its `epochs` may be a fraction of a pass; see `Spec`).
+  that its `epochs` may be a fraction of a pass, and the hyper-parameter ranges a tuner searches;
+  see `Spec`).
 * Registered in the running process: `register("my_method", fn, default_config=..., spec=...)`.
 * By import path in the config: `--config.methods=my_pkg.my_module:my_function` imports the
   function when the config is validated. Its name in the study (checkpoints, summary.json,
@@ -38,6 +39,12 @@ config is built: a config file that calls `register` (or `load("pkg.module:funct
 The study runs every method through `call`, which checks what the method returns, and counts as
 its unlearning time the elapsed time less what the method spent inside `run.untimed()`
 (`run.clock.excluded_s`).
+
+Search spaces: a method's `Spec.search_space` maps some of its hyper-parameters to a range
+(`Float`, `Int`) or a set of values (`Choice`), what a tuner (`unlearn_jax.tune`) searches;
+`search_space(name)` returns it, `check_search_space` validates one against the method's defaults
+and `check_config`, and `space_grid` expands it into a grid. A method without one (`retrain`,
+`sisa`) is not tuned.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ import contextlib
 import dataclasses
 import importlib
 import inspect
+import itertools
+import math
 import pkgutil
 import re
 import time
@@ -67,6 +76,103 @@ _IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _NAME = re.compile(r"^[A-Za-z_]\w*$")
 
 
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Float:
+  """A real hyper-parameter's range [low, high], searched on a log scale when `log`.
+
+  Attributes:
+    low: the smallest value (> 0 when `log`).
+    high: the largest value (> low).
+    log: sample and grid log-uniformly (learning rates, weights spanning decades).
+
+  Raises:
+    ValueError: bounds that are not finite numbers, low >= high, or low <= 0 with `log`.
+  """
+  low: float
+  high: float
+  log: bool = False
+
+  def __post_init__(self):
+    if not (_is_number(self.low) and _is_number(self.high)):
+      raise ValueError(f"Float({self.low!r}, {self.high!r}): bounds must be finite numbers")
+    if not self.low < self.high:
+      raise ValueError(f"Float({self.low!r}, {self.high!r}): low must be below high")
+    if self.log and self.low <= 0:
+      raise ValueError(f"Float({self.low!r}, {self.high!r}, log=True): low must be > 0")
+    object.__setattr__(self, "low", float(self.low))
+    object.__setattr__(self, "high", float(self.high))
+    object.__setattr__(self, "log", bool(self.log))
+
+
+@dataclasses.dataclass(frozen=True)
+class Int:
+  """An integer hyper-parameter's range low, low + step, ..., high (log scale when `log`).
+
+  Attributes:
+    low: the smallest value (> 0 when `log`).
+    high: the largest value (> low; high - low a multiple of `step`).
+    log: sample and grid log-uniformly (then `step` must be 1, as in Optuna).
+    step: the spacing of the values.
+
+  Raises:
+    ValueError: bounds or step that are not integers, low >= high, low <= 0 with `log`, a step
+      below 1 (or above 1 with `log`), or high - low not a multiple of step.
+  """
+  low: int
+  high: int
+  log: bool = False
+  step: int = 1
+
+  def __post_init__(self):
+    where = f"Int({self.low!r}, {self.high!r}, step={self.step!r})"
+    if not all(isinstance(v, int) and not isinstance(v, bool)
+               for v in (self.low, self.high, self.step)):
+      raise ValueError(f"{where}: low, high and step must be integers")
+    if not self.low < self.high:
+      raise ValueError(f"{where}: low must be below high")
+    if self.log and self.low <= 0:
+      raise ValueError(f"{where}: low must be > 0 with log=True")
+    if self.step < 1 or (self.log and self.step != 1):
+      raise ValueError(f"{where}: step must be >= 1 (and 1 with log=True)")
+    if (self.high - self.low) % self.step:
+      raise ValueError(f"{where}: high - low must be a multiple of step")
+    object.__setattr__(self, "log", bool(self.log))
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  """A hyper-parameter's set of values, searched as categories (every one in a grid).
+
+  Attributes:
+    values: the distinct values, a tuple of None, bools, ints, floats or strings (what Optuna
+      stores).
+
+  Raises:
+    ValueError: no values, a repeated value, or a value of another type.
+  """
+  values: tuple
+
+  def __post_init__(self):
+    if isinstance(self.values, (str, bytes)) or not isinstance(self.values, (tuple, list)):
+      raise ValueError(f"Choice({self.values!r}): values must be a tuple")
+    values = tuple(self.values)
+    if not values:
+      raise ValueError("Choice(()): values must not be empty")
+    for value in values:
+      if value is not None and not isinstance(value, (bool, int, float, str)):
+        raise ValueError(f"Choice({values!r}): {value!r} is not None, a bool, int, float or str")
+    if len({(type(v), v) for v in values}) != len(values):
+      raise ValueError(f"Choice({values!r}): values must be distinct")
+    object.__setattr__(self, "values", values)
+
+
+Range = Float | Int | Choice
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
   """What the study must know about a method beyond its function and hyper-parameters.
@@ -82,10 +188,31 @@ class Spec:
       `call` does not require the input's parameter tree.
     reference: the study reference that is this method's model (`retrain` is the `retrain`
       reference): the study does not run the method but reports that reference under its name.
+    search_space: {hyper-parameter: `Float`, `Int` or `Choice`}, what a tuner searches (the
+      parameters are fields of the method's default config; see `check_search_space`); empty:
+      nothing to tune.
+
+  Raises:
+    TypeError: a search-space key that is not a string or a value that is not a range.
   """
   fractional_epochs: bool = False
   returns_ensemble: bool = False
   reference: str | None = None
+  search_space: Mapping[str, Range] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if not isinstance(self.search_space, Mapping):
+      raise TypeError(f"Spec(search_space={self.search_space!r}): expected a dict "
+                      "{parameter: Float | Int | Choice}")
+    for key, value in self.search_space.items():
+      if not isinstance(key, str) or not isinstance(value, (Float, Int, Choice)):
+        raise TypeError(f"Spec(search_space={{{key!r}: {value!r}}}): expected a parameter name "
+                        "and a methods.Float, methods.Int or methods.Choice")
+    object.__setattr__(self, "search_space", dict(self.search_space))
+
+  def __hash__(self):
+    return hash((self.fractional_epochs, self.returns_ensemble, self.reference,
+                 tuple(self.search_space.items())))
 
 
 class Clock:
@@ -336,6 +463,101 @@ def spec(name: str, track: str = "image") -> Spec:
   return _checked_spec(name, getattr(_module(name, track), "SPEC", None))
 
 
+def search_space(name: str, track: str = "image") -> dict[str, Range]:
+  """The hyper-parameter search space that method `name` of `track` declares in its `Spec`.
+
+  For a user method registered with a spec (or with a `SPEC` attribute), that spec's space.
+
+  Returns:
+    {parameter: Float | Int | Choice}, a copy; {} for a method with nothing to tune.
+
+  Raises:
+    ConfigError: an unknown track or name, or an import path that does not load.
+  """
+  return dict(spec(name, track).search_space)
+
+
+def check_search_space(name: str, space: Any, defaults: Any = None, track: str = "image",
+                       field: str = "search_space") -> None:
+  """Checks a search space of method `name` before any trial runs.
+
+  Every parameter must be a field of the method's hyper-parameters (`defaults`) and its range
+  must fit the default's type: `Float` a float field; `Int` an int or float field; `Choice`
+  values of the default's type (ints also for a float field; bools only for a bool field). Then
+  every Choice value and both ends of every range go through the method's `check_config` (the
+  shared checks and its own), each on a copy of `defaults` with that one value set, so that a
+  value the method refuses (a misspelt string choice, a ratio outside (0, 1], ...) fails here
+  rather than in a trial. A value that passes only together with other non-default values
+  (SCRUB's `msteps` ≤ `epochs`) is not caught.
+
+  Args:
+    name: a method of `track`.
+    space: {parameter: Float | Int | Choice}, e.g. `search_space(name)`.
+    defaults: the method's hyper-parameters, `config.unlearn.<name>` (None: its defaults).
+    track: 'image' or 'lm'.
+    field: what the messages call the space (e.g. 'config.tune.space.salun').
+
+  Raises:
+    ConfigError: one line naming `field` (and the parameter): a space that is not a dict or is
+      empty, an unknown parameter, an entry that is not a range, a range that does not fit the
+      parameter's type, or a value the method's check_config refuses; or an unknown track or
+      name.
+  """
+  name = _one(name, track)
+  if defaults is None:
+    defaults = _default_config(name, track)
+  defaults = _as_dict(defaults)
+  if not isinstance(space, Mapping):
+    raise ConfigError(f"{field}: expected a dict {{parameter: methods.Float | methods.Int | "
+                      f"methods.Choice}} for {name}, got {_type_name(space)}")
+  if not space:
+    raise ConfigError(f"{field}: empty search space for {name}; name at least one of its "
+                      f"parameters ({', '.join(sorted(defaults)) or 'none'})")
+  for key, entry in space.items():
+    where = f"{field}.{key}"
+    if key not in defaults:
+      raise ConfigError(f"{where}: unknown parameter of {name}; its parameters: "
+                        f"{', '.join(sorted(defaults)) or 'none'}")
+    if not isinstance(entry, (Float, Int, Choice)):
+      raise ConfigError(f"{where}: {entry!r} is not a range; expected methods.Float, "
+                        "methods.Int or methods.Choice")
+    problem = _type_mismatch(defaults[key], entry)
+    if problem:
+      raise ConfigError(f"{where}: {entry!r} does not fit {name}'s {key} (default "
+                        f"{defaults[key]!r}): {problem}")
+    values = entry.values if isinstance(entry, Choice) else (entry.low, entry.high)
+    for value in values:
+      _check_value(name, track, defaults, key, value, where)
+
+
+def space_grid(space: Mapping[str, Range], points: int = 3) -> list[dict[str, Any]]:
+  """The grid of a search space: every combination of `points` values per range.
+
+  `Float`: `points` values from low to high, both included, evenly spaced (geometrically when
+  `log`; one point: the (geometric) middle); `Int`: the same rounded onto its steps, repeats
+  dropped (so a short range gives fewer); `Choice`: all its values. Parameters vary in the
+  space's order, the last fastest. An empty space gives one empty point.
+
+  Args:
+    space: {parameter: Float | Int | Choice}.
+    points: values per Float or Int range (≥ 1).
+
+  Returns:
+    The grid's points, each {parameter: value}.
+
+  Raises:
+    ValueError: `points` is not a positive integer, or an entry is not a range.
+  """
+  if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+    raise ValueError(f"points={points!r}: must be a positive integer")
+  axes = []
+  for key, entry in space.items():
+    if not isinstance(entry, (Float, Int, Choice)):
+      raise ValueError(f"{key}: {entry!r} is not a methods.Float, methods.Int or methods.Choice")
+    axes.append(list(entry.values) if isinstance(entry, Choice) else _axis(entry, points))
+  return [dict(zip(space, combination)) for combination in itertools.product(*axes)]
+
+
 def resolve(names, track: str = "image") -> tuple[str, ...]:
   """Method names to run, in order: 'all' expands to the built-in methods of `track`, import
   paths load (and become their names, see `load`), duplicates are dropped.
@@ -571,6 +793,86 @@ def _user_method(name: str, fn: Any, default_config: Any, check: Any, given_spec
   if check is not None and not callable(check):
     raise MethodContractError(f"method {name!r}: check_config must be a function check(cfg)")
   return _UserMethod(fn, defaults, check, _checked_spec(name, own("SPEC", given_spec)), source)
+
+
+def _default_config(name: str, track: str) -> ml_collections.ConfigDict:
+  """The default hyper-parameters of method `name` of `track` (empty when it has none)."""
+  if (track, name) in _REGISTRY:
+    return _REGISTRY[(track, name)].default_config
+  module = _module(name, track)
+  return module.default_config() if hasattr(module, "default_config") else (
+      ml_collections.ConfigDict())
+
+
+def _as_dict(config: Any) -> dict[str, Any]:
+  """A plain dict copy of a ConfigDict or mapping of hyper-parameters."""
+  if isinstance(config, ml_collections.ConfigDict):
+    return config.to_dict()
+  if isinstance(config, Mapping):
+    return dict(config)
+  raise ConfigError(f"defaults: expected a ConfigDict or dict of hyper-parameters, got "
+                    f"{_type_name(config)}")
+
+
+def _type_mismatch(default: Any, entry: Range) -> str:
+  """Why `entry` cannot search a parameter whose default is `default` ('' when it can)."""
+  if isinstance(entry, Choice):
+    if isinstance(default, bool):
+      fits = all(isinstance(v, bool) for v in entry.values)
+      kind = "a bool parameter takes bool values"
+    elif isinstance(default, int):
+      fits = all(isinstance(v, int) and not isinstance(v, bool) for v in entry.values)
+      kind = "an integer parameter takes integer values"
+    elif isinstance(default, float):
+      fits = all(_is_number(v) for v in entry.values)
+      kind = "a float parameter takes numbers"
+    elif default is None:
+      fits, kind = True, ""
+    else:
+      fits = all(isinstance(v, type(default)) for v in entry.values)
+      kind = f"a {type(default).__name__} parameter takes {type(default).__name__} values"
+    return "" if fits else kind
+  if isinstance(default, bool) or not isinstance(default, (int, float)):
+    return "only a number parameter takes a range; use methods.Choice"
+  if isinstance(default, int) and isinstance(entry, Float):
+    return "an integer parameter takes methods.Int or methods.Choice, not methods.Float"
+  return ""
+
+
+def _check_value(name: str, track: str, defaults: dict[str, Any], key: str, value: Any,
+                 where: str) -> None:
+  """Runs the method's `check_config` on its defaults with `key` set to `value`."""
+  if isinstance(defaults[key], float) and _is_number(value):
+    value = float(value)
+  cfg = ml_collections.ConfigDict({**defaults, key: value})
+  try:
+    check_config(name, cfg, track)
+  except (ValueError, TypeError) as error:
+    reason = (str(error).splitlines() or [type(error).__name__])[0]
+    raise ConfigError(f"{where}: {key}={value!r} is refused by {name}'s check_config "
+                      f"({reason})") from None
+
+
+def _axis(entry: Float | Int, points: int) -> list[Any]:
+  """`points` values of a Float or Int range (see `space_grid`)."""
+  low, high = float(entry.low), float(entry.high)
+  if points == 1:
+    values = [math.sqrt(low * high) if entry.log else (low + high) / 2]
+  elif entry.log:
+    values = list(np.geomspace(low, high, points))
+  else:
+    values = list(np.linspace(low, high, points))
+  if points > 1:
+    values[0], values[-1] = low, high
+  if isinstance(entry, Float):
+    return [float(f"{v:.12g}") for v in values]
+  out = []
+  for v in values:
+    value = min(max(entry.low + entry.step * int(round((v - entry.low) / entry.step)),
+                    entry.low), entry.high)
+    if value not in out:
+      out.append(value)
+  return out
 
 
 def _checked_spec(name: str, value: Any) -> Spec:

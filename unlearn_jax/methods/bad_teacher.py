@@ -36,9 +36,18 @@ import ml_collections
 import numpy as np
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import train
+from unlearn_jax import methods, train
 from unlearn_jax.data import pipeline
 from unlearn_jax.methods import common
+
+SPEC = methods.Spec(search_space={
+    # Two decades around the authors' Adam lr 1e-4 (CIFARSuper20_Rocket_Unlearn.ipynb).
+    "lr": methods.Float(1e-5, 1e-3, log=True),
+    # Around the authors' KL_temperature = 1.
+    "temperature": methods.Float(0.5, 4.0, log=True),
+    # The authors' 0.3 of R; 0.6 is about one training epoch of work (≤10% of retraining).
+    "retain_fraction": methods.Float(0.1, 0.6),
+})
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -47,11 +47,19 @@ import ml_collections
 import numpy as np
 import optax
 
-from unlearn_jax import train
+from unlearn_jax import methods, train
 from unlearn_jax.data import pipeline
 from unlearn_jax.methods import common
 
 HeadPath = tuple[str, ...]
+
+SPEC = methods.Spec(search_space={
+    # Passes over T only (a ten-example T: one step each, seconds of work); the paper's 10.
+    "epochs": methods.Int(10, 80, log=True),
+    # The paper's 1e-5, the Unlearn-Saliency reproduction's 5e-6 (as rerun in
+    # JingWu321/Scissorhands) and the default 1e-4.
+    "lr": methods.Float(1e-6, 1e-3, log=True),
+})
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import train
+from unlearn_jax import methods, train
 from unlearn_jax.data import pipeline
 from unlearn_jax.methods import common
 
@@ -60,6 +60,17 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 LABEL_RULES = ("attack", "nearest_wrong")
+
+SPEC = methods.Spec(search_space={
+    # Passes over T only (a ten-example T: one step each, seconds of work); the paper's 10.
+    "epochs": methods.Int(10, 80, log=True),
+    # The paper's 1e-5, the Unlearn-Saliency reproduction's 5e-6 (as rerun in
+    # JingWu321/Scissorhands) and the default 1e-4.
+    "lr": methods.Float(1e-6, 1e-3, log=True),
+    # FGSM step: the paper's 0.1, from 2.55/255 up to 0.5 of the pixel range.
+    "bound": methods.Float(0.01, 0.5, log=True),
+    "label_rule": methods.Choice(LABEL_RULES),
+})
 
 
 def check_config(cfg: ml_collections.ConfigDict) -> None:

@@ -16,7 +16,15 @@ from unlearn_jax.methods import common
 
 
 # `epochs` may be a fraction of a pass over the retained data.
-SPEC = methods.Spec(fractional_epochs=True)
+SPEC = methods.Spec(
+    fractional_epochs=True,
+    search_space={
+        # Passes over R, at most the default's (kept ≤10% of retrain's cost; the authors' 10
+        # epochs are past that budget).
+        "epochs": methods.Float(0.25, 1.0),
+        # Around Jia et al.'s FT lr (NeurIPS 2023: 0.01-0.1; Unlearn-Sparse README: 0.01).
+        "lr": methods.Float(1e-3, 1e-1, log=True),
+    })
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -51,10 +51,18 @@ import numpy as np
 from absl import logging
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import train
+from unlearn_jax import methods, train
 from unlearn_jax.methods import common
 
 LABELS = ("sampled", "true")
+
+SPEC = methods.Spec(search_space={
+    # Noise scale: the authors' 1e-6 (SelectiveForgetting main.ipynb), SCRUB's large-scale
+    # re-run's 1e-7 and the SSD re-run's 3e-6 (get_mean_var's default).
+    "alpha": methods.Float(1e-8, 1e-5, log=True),
+    # The authors' expected Fisher (one-sample estimate) or the empirical Fisher; same cost.
+    "labels": methods.Choice(LABELS),
+})
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -12,8 +12,17 @@ from __future__ import annotations
 
 import ml_collections
 
+from unlearn_jax import methods
 from unlearn_jax.data import pipeline
 from unlearn_jax.methods import common
+
+SPEC = methods.Spec(search_space={
+    # Passes over T only (a ten-example T: one step each, far below 10% of retrain's cost);
+    # the authors' 5 (OPTML-Group/Unlearn-Sparse README) inside.
+    "epochs": methods.Int(1, 20, log=True),
+    # The authors' 1e-4 (Unlearn-Sparse README, 5 epochs) up to the default 0.01 and past it.
+    "lr": methods.Float(1e-5, 1e-1, log=True),
+})
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -65,10 +65,23 @@ from absl import logging
 from jax.flatten_util import ravel_pytree
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import parallel, train
+from unlearn_jax import methods, parallel, train
 from unlearn_jax.data import pipeline
 
 SOLVERS = ("cg", "lissa")
+
+SPEC = methods.Spec(search_space={
+    # Both solvers cost about the same HVPs with the defaults.
+    "solver": methods.Choice(SOLVERS),
+    # Two decades around Koh & Liang's CNN damping 1e-2 (influence-release train_mnist.py).
+    "damping": methods.Float(1e-4, 1.0, log=True),
+    # lissa: Koh & Liang's 10 up to 1000 (convergence needs > half the top eigenvalue).
+    "scale": methods.Float(10.0, 1000.0, log=True),
+    # HVP passes, at most the defaults (≤10% of retraining; Koh & Liang's 100 CG iterations and
+    # LiSSA depth 10,000 are past it).
+    "cg_steps": methods.Int(2, 8, log=True),
+    "depth": methods.Int(8, 32, log=True),
+})
 
 
 def default_config() -> ml_collections.ConfigDict:

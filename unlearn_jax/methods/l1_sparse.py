@@ -43,7 +43,16 @@ from unlearn_jax.methods import common
 
 
 # `epochs` may be a fraction of a pass over the retained data.
-SPEC = methods.Spec(fractional_epochs=True)
+SPEC = methods.Spec(
+    fractional_epochs=True,
+    search_space={
+        # Passes over R: one epoch measured 0.11 × retrain, so at most 0.8 (the authors: 10).
+        "epochs": methods.Float(0.25, 0.8),
+        # Two decades around the authors' 0.01 (Unlearn-Sparse README, FT_prune).
+        "lr": methods.Float(1e-3, 1e-1, log=True),
+        # The authors' script's 1e-4 (as rerun in JingWu321/Scissorhands) and our 5e-4.
+        "gamma": methods.Float(1e-5, 1e-3, log=True),
+    })
 
 
 def default_config() -> ml_collections.ConfigDict:

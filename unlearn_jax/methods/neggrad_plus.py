@@ -43,7 +43,18 @@ from unlearn_jax.methods import common
 
 
 # `epochs` may be a fraction of a pass over the retained data.
-SPEC = methods.Spec(fractional_epochs=True)
+SPEC = methods.Spec(
+    fractional_epochs=True,
+    search_space={
+        # Passes over R, at most the default's (≤10% of retrain; the authors' 10 are past it).
+        "epochs": methods.Float(0.25, 0.75),
+        # Two decades around the authors' 0.01 (meghdadk/SCRUB, small_scale_unlearning.ipynb).
+        "lr": methods.Float(1e-3, 1e-1, log=True),
+        # Retain weight: the authors' code's 0.95, down to an even split and up to 0.999.
+        "alpha": methods.Float(0.5, 0.999),
+        # The authors' momentum-free SGD, and ours.
+        "momentum": methods.Choice((0.0, 0.9)),
+    })
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -40,7 +40,15 @@ from unlearn_jax.methods import common
 
 
 # `epochs` may be a fraction of a pass (over R ∪ T, or over R with sampling='every_batch').
-SPEC = methods.Spec(fractional_epochs=True)
+SPEC = methods.Spec(
+    fractional_epochs=True,
+    search_space={
+        # Passes over R ∪ T, at most the default's (kept ≤10% of retrain's cost; Fan et al.'s
+        # 10 epochs are past that budget).
+        "epochs": methods.Float(0.25, 0.9),
+        # Two decades around Fan et al.'s 0.01 (ICLR 2024; Unlearn-Saliency README: 0.013).
+        "lr": methods.Float(1e-3, 1e-1, log=True),
+    })
 
 SAMPLINGS = ("mixed", "every_batch")
 LABEL_DRAWS = ("any", "other")

@@ -33,8 +33,15 @@ import numpy as np
 from absl import logging
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import train
+from unlearn_jax import methods, train
 from unlearn_jax.data import pipeline
+
+SPEC = methods.Spec(search_space={
+    # Selection weighting α: a decade either side of the authors' 10 (forget_*_main.py).
+    "alpha": methods.Float(1.0, 100.0, log=True),
+    # Dampening constant λ: a decade either side of the authors' 1.
+    "lam": methods.Float(0.1, 10.0, log=True),
+})
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -17,7 +17,14 @@ from unlearn_jax.lm import steps
 from unlearn_jax.lm.methods import common
 
 # `epochs` may be a fraction of a pass over the retained data.
-SPEC = methods.Spec(fractional_epochs=True)
+SPEC = methods.Spec(
+    fractional_epochs=True,
+    search_space={
+        # Passes over R: 3 cost about 7% of retraining's 40 passes over D.
+        "epochs": methods.Float(0.25, 3.0),
+        # TOFU's 1e-5 (7B models) to 1e-2; lm/select_lr.py's grid 3e-5..1e-2 chose 1e-3.
+        "lr": methods.Float(1e-5, 1e-2, log=True),
+    })
 
 
 def default_config() -> ml_collections.ConfigDict:

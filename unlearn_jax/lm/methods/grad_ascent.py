@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import ml_collections
 
+from unlearn_jax import methods
 from unlearn_jax.data import pipeline
 from unlearn_jax.lm import defaults as lm_defaults
 from unlearn_jax.lm import steps
 from unlearn_jax.lm.methods import common
+
+SPEC = methods.Spec(search_space={
+    # Passes over T only (≤1% of retraining at 20); TOFU's 5 inside.
+    "epochs": methods.Int(1, 20, log=True),
+    # TOFU's 1e-5 (7B models) to 1e-2; lm/select_lr.py's grid 3e-5..1e-2 chose 3e-4.
+    "lr": methods.Float(1e-5, 1e-2, log=True),
+})
 
 
 def default_config() -> ml_collections.ConfigDict:

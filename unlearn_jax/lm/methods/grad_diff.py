@@ -11,8 +11,20 @@ from __future__ import annotations
 
 import ml_collections
 
+from unlearn_jax import methods
 from unlearn_jax.lm import defaults as lm_defaults
 from unlearn_jax.lm.methods import common
+
+SPEC = methods.Spec(search_space={
+    # Passes over T, each step with a retain batch (20 passes: ≤10% of retraining's 40 passes
+    # over D); TOFU's 5 inside.
+    "epochs": methods.Int(1, 20, log=True),
+    # TOFU's 1e-5 (7B models) to 1e-2; lm/select_lr.py's grid 3e-5..1e-2 chose 3e-4.
+    "lr": methods.Float(1e-5, 1e-2, log=True),
+    # Retain-to-forget weight ratio (AdamW ignores a common scale, so the forget weight stays
+    # 1): TOFU's / OpenUnlearning's 1 inside.
+    "retain_weight": methods.Float(0.1, 10.0, log=True),
+})
 
 
 def default_config() -> ml_collections.ConfigDict:

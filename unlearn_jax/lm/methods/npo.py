@@ -19,8 +19,21 @@ from __future__ import annotations
 import ml_collections
 
 from unlearn_jax import config as config_lib
+from unlearn_jax import methods
 from unlearn_jax.lm import defaults as lm_defaults
 from unlearn_jax.lm.methods import common
+
+SPEC = methods.Spec(search_space={
+    # Passes over T, each step with a retain batch (20 passes: ≤10% of retraining's 40 passes
+    # over D); the authors' 10 inside.
+    "epochs": methods.Int(1, 20, log=True),
+    # TOFU's 1e-5 (7B models) to 1e-2; lm/select_lr.py's grid 3e-5..1e-2 chose 1e-4.
+    "lr": methods.Float(1e-5, 1e-2, log=True),
+    # β: two decades around the authors' 0.1 (config/forget.yaml; OpenUnlearning's too).
+    "beta": methods.Float(0.01, 1.0, log=True),
+    # Retain-to-forget weight ratio (AdamW ignores a common scale): the authors' 1.
+    "retain_weight": methods.Float(0.1, 10.0, log=True),
+})
 
 loss = common.npo_loss  # the per-example forget loss, for tests and users
 

@@ -17,8 +17,25 @@ from __future__ import annotations
 import ml_collections
 
 from unlearn_jax import config as config_lib
+from unlearn_jax import methods
 from unlearn_jax.lm import defaults as lm_defaults
 from unlearn_jax.lm.methods import common
+
+SPEC = methods.Spec(search_space={
+    # Passes over T, each step with a retain batch (20 passes: ≤10% of retraining's 40 passes
+    # over D); the authors' 10 inside.
+    "epochs": methods.Int(1, 20, log=True),
+    # TOFU's 1e-5 (7B models) to 1e-2; lm/select_lr.py's grid 3e-5..1e-2 chose 1e-4.
+    "lr": methods.Float(1e-5, 1e-2, log=True),
+    # β: the authors' grids (OPTML-Group/Unlearn-Simple TOFU/run_scripts.py: 1-4.5 on forget05,
+    # 10-15 on forget10; MUSE/README.md: 0.7 and 0.75).
+    "beta": methods.Float(0.5, 15.0, log=True),
+    # γ = β·γ' for their code's margin γ': their TOFU grid γ' 0-2.5 (γ ≤ 6.25 at β 2.5) and
+    # MUSE News's 0.75·3.
+    "gamma": methods.Float(0.0, 8.0),
+    # λ: the authors' 0.1375 (TOFU forget05), 0.1 (forget10, MUSE) and 5 (WMDP).
+    "retain_weight": methods.Float(0.05, 5.0, log=True),
+})
 
 loss = common.simnpo_loss  # the per-example forget loss, for tests and users
 
