@@ -19,6 +19,9 @@ on ~4,200 images), runs finetune, grad_ascent and random_label and the reconstru
                            not timed here); :recon=off skips it
     :model=resnet18        another model; naming the model here also exposes its fields, e.g.
                            `:model=cnn --config.model_kwargs.dense=64`
+    :protocol=0            a plain study: 10 targets, no tuning, control nor specificity
+    :paper                 every method, SED seeds 0-2 × training seeds 0-2, 3 floor models
+    :selection=atypical    targets the study's probe finds hardest (or class_balanced)
 
 Single fields: `--config.sed.ratio=0.5`, `--config.methods=finetune,grad_ascent`,
 `--config.train.epochs=5`.
@@ -32,10 +35,18 @@ from unlearn_jax import defaults, models
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The study config; `arg` selects a variant (see the module docstring)."""
-  arg = config_lib.parse_arg(arg, **config_lib.STUDY_VARIANTS, dataset="", model="", recon="")
+  arg = config_lib.parse_arg(arg, **config_lib.STUDY_VARIANTS, dataset="", model="", recon="",
+                             protocol=True, paper=False, selection="")
   config = defaults.base_config()
   # 1,000 of the 4,000 training images (stratified), 500 test images, 3 epochs under :runlocal.
   config_lib.apply_study_variants(config, arg, runlocal_sizes=(1000, 500), runlocal_epochs=3)
+  if arg.protocol:  # tuning, control, specificity, 30 targets; `protocol=0`: a plain study
+    config_lib.apply_protocol(config, runlocal=arg.runlocal)
+  if arg.paper:  # the README's headline study: every method, 3 SEDs × 3 seeds, 3 floor models
+    config.methods = ("all",)
+    config.seeds, config.sed_seeds, config.eval.floor_seeds = (0, 1, 2), (0, 1, 2), 3
+  if arg.selection:
+    config.sed.selection = arg.selection
   if arg.dataset:
     config.dataset = arg.dataset
   if arg.model:

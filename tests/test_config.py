@@ -119,7 +119,7 @@ def test_parse_arg_bad_int_names_the_type():
 
 VARIANTS = [None, "runlocal", "seeds=3", "methods=finetune+grad_ascent", "similar=5,ratio=0.5",
             "runlocal,seeds=3", "dataset=fashion_mnist", "model=resnet18", "recon=thorough",
-            "recon=off"]
+            "recon=off", "protocol=0", "paper", "selection=atypical"]
 
 
 def docstring_variants(module) -> list[str]:
@@ -144,9 +144,22 @@ def test_every_variant_validates_and_has_the_base_keys(config_module, arg):
   assert set(config.model_kwargs.keys()) == expected
 
 
-def test_default_variant_is_the_base_config(config_module):
-  assert config_module.get_config().to_dict() == defaults.base_config().to_dict()
-  assert config_module.get_config("").to_dict() == defaults.base_config().to_dict()
+def test_default_variant_is_the_base_config_with_the_protocol(config_module):
+  expected = defaults.base_config()
+  config_lib.apply_protocol(expected, runlocal=False)
+  assert config_module.get_config().to_dict() == expected.to_dict()
+  assert config_module.get_config("").to_dict() == expected.to_dict()
+  assert config_module.get_config("protocol=0").to_dict() == defaults.base_config().to_dict()
+
+
+def test_the_default_study_runs_the_comparison_protocol(config_module):
+  config = config_module.get_config()
+  assert config.sed.num_targets >= 30 and config.tune.enabled
+  assert config.eval.control and config.eval.specificity
+  paper = config_module.get_config("paper")
+  assert paper.methods == ("all",) and len(paper.sed_seeds) >= 3 and len(paper.seeds) >= 3
+  assert paper.eval.floor_seeds >= 3
+  assert config_module.get_config("paper,selection=atypical").sed.selection == "atypical"
 
 
 def test_variant_values(config_module):

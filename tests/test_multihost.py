@@ -38,6 +38,12 @@ def assert_close_trees(a, b, path="summary"):
     # the recipe's weight decay: 1.4e-4 on the targets' loss and margin, measured); the rest of
     # the summary agrees to 1e-4.
     tol = 1e-3 if path.startswith("summary.methods.grad_ascent.") else None
+    if any(f".{key}." in path for key in ("residue_interval", "vs_floor", "vs_retrain")):
+      # Order statistics over the tiny study's 4 targets (a bootstrap quantile, a median of
+      # differences) follow single per-target residues, whose ratios amplify the reduction-order
+      # differences (grad_ascent: 2.8e-3 relative on an interval end, 1.4e-3 absolute on a
+      # median difference, measured).
+      tol = 2e-2
     np.testing.assert_allclose(a, b, rtol=tol or 1e-4, atol=tol or 1e-5, err_msg=path)
   else:
     assert a == b, (path, a, b)

@@ -103,7 +103,8 @@ def test_ensemble_parameter_distances_and_relearn_steps_are_not_available(sisa_s
   assert summary["methods"]["clean"]["relearn_steps"] >= 0
   table = [line for line in open(os.path.join(workdir, "report", "report.md"))
            if line.startswith("| sisa |")]
-  assert len(table) == 2 and "n/a" in table[1]
+  # Behaviour, membership (its parameter distance and relearn steps n/a) and statistics rows.
+  assert len(table) == 3 and "n/a" in table[1]
 
 
 def test_param_distance_refuses_trees_of_other_shapes():

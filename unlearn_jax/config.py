@@ -289,6 +289,19 @@ def apply_study_variants(config: ml_collections.ConfigDict, arg: ml_collections.
     config.recon.train_steps, config.recon.steps, config.recon.trial_steps = 1500, 800, 100
 
 
+def apply_protocol(config: ml_collections.ConfigDict, *, runlocal: bool) -> None:
+  """The comparison protocol of the default study, in place (docs/design.md §3.8, §3.9, §4.2):
+  30 targets, every method tuned on a tuning SED (12 trials each, 4 under `runlocal`), the
+  control without similar samples, and specificity on matched non-targets."""
+  config.sed.num_targets = 30
+  config.tune.enabled = True
+  config.tune.trials, config.tune.startup_trials = (4, 2) if runlocal else (12, 6)
+  if runlocal:  # retraining 3 epochs takes ~0.5 s: a tenth is below a method's fixed overhead
+    config.tune.cost_cap = 1.0
+  config.eval.control = True
+  config.eval.specificity = True
+
+
 def full_dataset_study(config: ml_collections.ConfigDict, arg: str | None, *, dataset: str,
                        epochs: int, runlocal_sizes: tuple[int, int],
                        runlocal_epochs: int) -> ml_collections.ConfigDict:

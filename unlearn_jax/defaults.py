@@ -87,6 +87,10 @@ def build_sed(config: ml_collections.ConfigDict) -> None:
   # the lowest margin among the other half (docs/design.md §3.3).
   config.sed.selection = "random"
   config.sed.seed = 0  # seed of target choice and generation; fixed across training seeds.
+  # Several SEDs (other targets, other similar samples): one study per SED seed, each with
+  # `sed.seed` set to it, in WORKDIR/sed_<k>, pooled over (SED seed, seed) units in
+  # WORKDIR/report (replicates.py); () = the one SED of `sed.seed`.
+  config.sed_seeds = ()
 
 
 def check_sed(config: ml_collections.ConfigDict) -> None:
@@ -99,6 +103,11 @@ def check_sed(config: ml_collections.ConfigDict) -> None:
   if config.train_size:
     num_train = min(num_train or config.train_size, config.train_size)
   sed_lib.check_params(config.sed, num_train=num_train or math.inf, image_side=image_side)
+  sed_seeds = c.as_tuple(config.sed_seeds)
+  for seed in sed_seeds:
+    c.require_number("sed_seeds", seed, low=0, integer=True)
+  c.require(len(set(sed_seeds)) == len(sed_seeds), "sed_seeds", config.sed_seeds,
+            "SED seeds must be unique")
 
 
 def build_train(config: ml_collections.ConfigDict) -> None:
@@ -244,11 +253,23 @@ def build_evaluation(config: ml_collections.ConfigDict) -> None:
   # a residue, in the score's unit (e.g. margin: logits; mia: AUC of the loss attack, a
   # set-level score). Each score's unit and default are its declaration in evaluate/scores/.
   config.eval.min_gap = ml_collections.ConfigDict(registry.min_gaps())
+  # Models of the seed-noise floor per seed: clean_alt (seed + floor_seed_offset) and
+  # clean_alt_<j> (seed + j × floor_seed_offset) for j up to this; their spread is reported.
+  config.eval.floor_seeds = 1
+  # The control (tasks/control.py): every method again on the same targets without their
+  # similar samples (one more reference and one more run per method and seed).
+  config.eval.control = False
+  # Specificity (tasks/specificity.py): each method's drop on non-targets matched to the
+  # targets (same class, closest original margin), retained and held out.
+  config.eval.specificity = False
 
 
 def check_evaluation(config: ml_collections.ConfigDict) -> None:
   """Checks eval.batch_size and eval.min_gap."""
   c.require_integers("eval", config.eval, batch_size=1)
+  c.require_integers("eval", config.eval, floor_seeds=1)
+  c.require_bool("eval.control", config.eval.control)
+  c.require_bool("eval.specificity", config.eval.specificity)
   c.check_min_gaps(config.eval.min_gap)
 
 
@@ -323,10 +344,54 @@ def check_attacks(config: ml_collections.ConfigDict) -> None:
   c.require_integers("eval", config.eval, svc_max_train=0, epsilon_min_seeds=2)
 
 
+def build_tune(config: ml_collections.ConfigDict) -> None:
+  """Tuning each method on a tuning SED (tune.py, docs/design.md §4.2)."""
+  # Tuning: each method's search space (declared in its module) searched on a tuning SED, other
+  # targets than the evaluated ones, before the seeds run (docs/design.md §4.2).
+  config.tune = ml_collections.ConfigDict()
+  config.tune.enabled = False  # tune every method with a search space before the seeds run.
+  config.tune.trials = 20  # trials per method (Optuna).
+  config.tune.sampler = "tpe"  # 'tpe' (seeded TPE) or 'grid' (grid_points values per range).
+  config.tune.startup_trials = 8  # tpe: random trials before TPE models the results.
+  config.tune.grid_points = 3  # grid: values per numeric range (log-spaced where log).
+  config.tune.seed = 0  # trial n samples with seed + n.
+  # The study's storage: any SQLAlchemy URL ('' = sqlite:///WORKDIR/tuning/optuna.db). Several
+  # processes or machines pointed at one storage share each method's trials.
+  config.tune.storage = ""
+  config.tune.sed_seed = 1000  # SED seed of the tuning targets (not sed.seed).
+  # Residue scores whose |mean| over the tuning targets the tuner minimises (their sum).
+  config.tune.objective = ("margin", "mia")
+  config.tune.max_test_drop = 0.01  # feasible: test accuracy ≥ original's minus this.
+  config.tune.cost_cap = 0.1  # feasible: unlearning time ≤ this × retraining's (clean's) time.
+  config.tune.methods = ()  # the methods to tune; () = every method run that has a space.
+  # 'tuning' (a tuning SED) or 'oracle': tuned on the evaluated targets, a labelled upper bound.
+  config.tune.mode = "tuning"
+
+
+def check_tune(config: ml_collections.ConfigDict) -> None:
+  """Checks tune; the search spaces and the storage are checked when a study starts (tune.py)."""
+  t = config.tune
+  c.require_bool("tune.enabled", t.enabled)
+  c.require_integers("tune", t, trials=1, startup_trials=0, grid_points=2, seed=0, sed_seed=0)
+  c.require_choice("tune.sampler", t.sampler, ("tpe", "grid"))
+  c.require_choice("tune.mode", t.mode, ("tuning", "oracle"))
+  evaluated = {int(config.sed.seed), *(int(k) for k in c.as_tuple(config.sed_seeds))}
+  c.require(t.mode == "oracle" or int(t.sed_seed) not in evaluated, "tune.sed_seed",
+            t.sed_seed, "must differ from sed.seed and every sed_seeds entry (the tuning "
+            "targets are other targets)")
+  c.require_number("tune.max_test_drop", t.max_test_drop, low=0, high=1)
+  c.require_number("tune.cost_cap", t.cost_cap, low=0, low_open=True)
+  objective = c.as_tuple(t.objective)
+  c.require(bool(objective), "tune.objective", t.objective, "names at least one residue score")
+  for score in objective:
+    c.require_choice("tune.objective", score, registry.residue_scores("logits") + ("mia",))
+
+
 # (build, check) of every section, in the order of the fields in config.json (and of the checks);
 # `eval` before its parts. Seeds and overwrite are shared with the language-model track.
 SECTIONS = ((build_data, check_data), (build_model, check_model), (build_sed, check_sed),
             (build_train, check_train), (build_unlearning, check_unlearning),
+            (build_tune, check_tune),
             (c.build_overwrite, c.check_overwrite), (build_recon, check_recon),
             (build_remedy, check_remedy), (c.build_seeds, c.check_seeds),
             (build_evaluation, check_evaluation), (build_lira, check_lira),

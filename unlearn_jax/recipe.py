@@ -38,6 +38,7 @@ from unlearn_jax.methods import sisa
 Arrays = dict[str, np.ndarray]
 
 NAMES = ("original", "retrain", "clean", "clean_alt")
+FLOOR = "clean_alt"  # the first model of the seed-noise floor; more are clean_alt_<j>
 # The kinds of D's examples each reference trains on (order of D kept).
 KINDS = {"original": (sed_lib.TARGET, sed_lib.SIMILAR, sed_lib.REST),
          "retrain": (sed_lib.SIMILAR, sed_lib.REST),
@@ -89,9 +90,10 @@ def select(train_arrays: Arrays, name: str) -> Arrays:
   Raises:
     ValueError: `name` is not one of NAMES.
   """
-  if name not in KINDS:
+  kinds = KINDS[FLOOR] if floor_index(name) else KINDS.get(name)
+  if kinds is None:
     raise ValueError(f"unknown reference {name!r}; references: {', '.join(NAMES)}")
-  keep = np.isin(train_arrays["kind"], KINDS[name])
+  keep = np.isin(train_arrays["kind"], kinds)
   return {key: value[keep] for key, value in train_arrays.items()}
 
 
@@ -104,9 +106,25 @@ def training_data(sed: sed_lib.SED, name: str) -> Arrays:
   return select(sed.train, name)
 
 
+def names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The references of every seed: NAMES, then `clean_alt_2` ... `clean_alt_<n>` for
+  `eval.floor_seeds` = n > 1 (more models of the seed-noise floor, docs/design.md §3.7)."""
+  count = int(config.eval.get("floor_seeds", 1))
+  return NAMES + tuple(f"{FLOOR}_{j}" for j in range(2, count + 1))
+
+
+def floor_index(name: str) -> int:
+  """1 for clean_alt, j for clean_alt_<j>, 0 for any other name."""
+  if name == FLOOR:
+    return 1
+  prefix, _, j = name.rpartition("_")
+  return int(j) if prefix == FLOOR and j.isdigit() and int(j) >= 2 else 0
+
+
 def model_seed(config: ml_collections.ConfigDict, name: str, seed: int) -> int:
-  """The seed reference `name` trains with: `seed`, or seed + floor_seed_offset for clean_alt."""
-  return int(seed) + (int(config.floor_seed_offset) if name == "clean_alt" else 0)
+  """The seed reference `name` trains with: `seed`, or seed + j × floor_seed_offset for the j-th
+  floor model (clean_alt: j = 1, clean_alt_<j>: j)."""
+  return int(seed) + floor_index(name) * int(config.floor_seed_offset)
 
 
 def reference(train_arrays: Arrays, config: ml_collections.ConfigDict, name: str,
@@ -124,6 +142,15 @@ def reference(train_arrays: Arrays, config: ml_collections.ConfigDict, name: str
   """
   return Recipe(select(train_arrays, name), model_seed(config, name, seed),
                 f"{name}/seed_{int(seed)}", folder(name, seed))
+
+
+def control_original(train_arrays: Arrays, seed: int) -> Recipe:
+  """The control's `original` of study seed `seed`: D without the similar samples (T ∪ R),
+  with the study's seed, in folder control/original/seed_<seed> (tasks/control.py)."""
+  keep = np.isin(train_arrays["kind"], (sed_lib.TARGET, sed_lib.REST))
+  return Recipe({key: value[keep] for key, value in train_arrays.items()}, int(seed),
+                f"control_original/seed_{int(seed)}",
+                os.path.join("control", "original", f"seed_{int(seed)}"))
 
 
 def retrained(name: str, data: Arrays, seed: int) -> Recipe:

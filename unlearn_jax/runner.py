@@ -32,7 +32,7 @@ import ml_collections
 from absl import logging
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import methods, preemption, recipe, utils
+from unlearn_jax import methods, preemption, recipe, tune, utils
 from unlearn_jax import workdir as workdir_lib
 from unlearn_jax.tasks.base import Arrays, Plugin, SeedRun, Task
 
@@ -48,16 +48,23 @@ def run(task_type: type[Task], config: ml_collections.ConfigDict,
   utils.quiet_library_logs()
   preemption.install()
   task_type.validate(config)
-  workdir = os.path.abspath(workdir)
+  tune.preflight(config, task_type.track)
+  return execute(task_type, config, os.path.abspath(workdir))[0]
+
+
+def execute(task_type: type[Task], config: ml_collections.ConfigDict, workdir: str
+            ) -> tuple[dict[str, Any], Task, dict[int, SeedRun], dict[str, str]]:
+  """The stages of a validated study in `workdir`: (summary, task, {seed: SeedRun}, status)."""
   workdir_lib.prepare(config, workdir)
   task = task_type.build(config, workdir)
   plugins = task.plugins()
   names = run_names(task, plugins)
   seeds = [int(s) for s in config_lib.as_tuple(config.seeds)]
   task.progress.total = task.models_before_seeds() + len(seeds) * (
-      len(recipe.NAMES) + len([n for n in names if not is_reference(task, plugins, n)])
-      + sum(plugin.models(names) for plugin in plugins))
+      len(recipe.names(config)) + len([n for n in names if not is_reference(task, plugins, n)])
+      + sum(plugin.models(task, names) for plugin in plugins))
   task.before_seeds()
+  task.tuned = tune.run(task, names)
   runs: dict[int, SeedRun] = {}
   status: dict[str, str] = {}
   for seed in seeds:
@@ -70,7 +77,7 @@ def run(task_type: type[Task], config: ml_collections.ConfigDict,
   logging.info("report written to %s", os.path.join(workdir, "report"))
   if utils.is_main_process():  # one copy of the report, not one per process
     print(report, flush=True)
-  return summary
+  return summary, task, runs, status
 
 
 def run_names(task: Task, plugins: list[Plugin]) -> tuple[str, ...]:
@@ -95,7 +102,7 @@ def run_seed(task: Task, plugins: list[Plugin], names: tuple[str, ...], seed: in
              status: dict[str, str]) -> SeedRun:
   """Trains the references and runs the methods of one seed, then evaluates its models."""
   run = SeedRun(seed, names)
-  for name in recipe.NAMES:
+  for name in recipe.names(task.config):
     run.states[name], info = task.fit(recipe.reference(task.train, task.config, name, seed))
     run.times[name] = info["time_s"]
     task.progress.done += 1
@@ -117,6 +124,7 @@ def run_seed(task: Task, plugins: list[Plugin], names: tuple[str, ...], seed: in
   task.evaluate(run)
   for plugin in plugins:
     plugin.extend(task, run)
+  run.extra.pop("logits", None)  # kept for the plugins only
   for name, record in run.records.items():
     record["time_s"] = run.times[name]
   return run
@@ -136,8 +144,7 @@ def run_method(task: Task, name: str, run: SeedRun, forget: Arrays | None = None
                len(context.forget["kind"]), len(context.retain["kind"]), task.progress.line())
   method = base or name
   start = time.perf_counter()
-  state, info = methods.call(method, run.states["original"], context,
-                             methods.method_config(task.config, method),
+  state, info = methods.call(method, run.states["original"], context, task.method_config(method),
                              recipe.method_rng(run.seed), track=task.track)
   elapsed = time.perf_counter() - start - context.clock.excluded_s
   return state, workdir_lib.record_time(directory, info, elapsed)

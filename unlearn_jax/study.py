@@ -16,7 +16,7 @@ from typing import Any
 import ml_collections
 
 from unlearn_jax import config as config_lib
-from unlearn_jax import runner
+from unlearn_jax import replicates, runner
 from unlearn_jax.tasks import image, lm
 
 # The task of each track (`config.track`; a config without the field is an image study).
@@ -44,4 +44,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     config_lib.ConfigError: for an invalid config, before anything is written.
     preemption.Preempted: after SIGTERM, once the running model is checkpointed.
   """
+  if config.get("sed_seeds"):  # several SEDs: one study each, pooled (replicates.py)
+    return replicates.run(TASKS[track(config)], config, workdir)
   return runner.run(TASKS[track(config)], config, workdir)

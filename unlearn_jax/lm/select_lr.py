@@ -2,8 +2,8 @@
 
 docs/design.md §4.2: a method's setting is chosen on a *tuning SED* — other targets, drawn with
 another SED seed — and only then applied to the evaluated targets. This module does that for one
-hyper-parameter, the learning rate, over a fixed grid (tuning every hyper-parameter this way is
-planned, not built: docs/design.md §4.5):
+hyper-parameter of the LM methods, the learning rate, over a fixed grid (the image track tunes
+every declared hyper-parameter with tune.py; the LM track does not yet: docs/design.md §4.6):
 
     python -m unlearn_jax.lm.select_lr --config=configs/sed_qa.py:runlocal \\
         --workdir=/tmp/select_lr --sed_seed=1

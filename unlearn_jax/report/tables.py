@@ -19,6 +19,7 @@ from scipy import stats
 
 from unlearn_jax import utils
 from unlearn_jax.evaluate import mia, registry
+from unlearn_jax.report import protocol
 
 REFERENCES = ("original", "retrain", "clean", "clean_alt")
 # Residue aggregates copied from clean_alt's record into summary["floor"] (docs/design.md §3.7).
@@ -147,6 +148,18 @@ def add_floor(summary: dict[str, Any]) -> None:
   clean_alt = summary["methods"].get("clean_alt")
   if clean_alt is not None:
     summary["floor"] = {key: clean_alt[key] for key in FLOOR_KEYS if key in clean_alt}
+  floors = [name for name in summary["methods"]
+            if name == "clean_alt" or name.startswith("clean_alt_")]
+  if len(floors) > 1:  # eval.floor_seeds > 1: the floor's spread over its models
+    spread = {}
+    for score in summary["floor"].get("residue", {}):
+      values = [summary["methods"][name].get("residue", {}).get(score) for name in floors]
+      values = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+      if values:
+        spread[score] = {"mean": float(np.mean(values)), "min": float(min(values)),
+                         "max": float(max(values)), "std": float(np.std(values, ddof=1))
+                         if len(values) > 1 else float("nan")}
+    summary["floor_spread"] = {"models": floors, "residue": spread}
 
 
 def add_status(methods: dict[str, dict], per_seed_status: Mapping[str, str]) -> None:
@@ -268,6 +281,11 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
     parts = ", ".join(f"{k} {v:.2f}" for k, v in floor.items()
                       if isinstance(v, float) and math.isfinite(v))
     lines += ["", f"Noise floor (clean_alt residue): {parts}."]
+  spread = summary.get("floor_spread")
+  if spread:
+    parts = ", ".join(f"{k} {v['min']:.2f} to {v['max']:.2f}" for k, v in spread["residue"].items())
+    lines.append(f"Over its {len(spread['models'])} models ({', '.join(spread['models'])}, one "
+                 f"seed each): {parts}.")
   ensembles = [name for name, pair in summary.get("residue_references", {}).items()
                if pair.get("original") == "sisa_original"]
   if ensembles:
@@ -277,6 +295,13 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
               "(residues, KL→clean); their parameter distances are n/a; ε and U-LiRA compare "
               "their seeds with `sisa_clean`'s (vs retrain: n/a). `sisa_clean`'s time is its "
               "training beyond `sisa_original`."]
+  statistics = statistics_markdown(summary)
+  if statistics:
+    lines.append(statistics.rstrip("\n"))
+  for section in (protocol.tuning_markdown(summary), protocol.control_markdown(summary),
+                  protocol.specificity_markdown(summary)):
+    if section:
+      lines += ["", section.rstrip("\n")]
   remedy = remedy_markdown(summary)
   if remedy:
     lines.append(remedy.rstrip("\n"))
@@ -315,6 +340,90 @@ def remedy_markdown(summary: Mapping[str, Any]) -> str:
           f"{_pm(p, 'residue_lira')} | {_pm(p, 'acc_test')} | {_pm(p, 'acc_rest')} | "
           f"{_pm(p, 'acc_same_class_test')} | {_pm(p, 'acc_same_class_rest')} |")
   return "\n".join(lines) + ("\n" if lines else "")
+
+
+# Residue scores of the report's statistics table, those of the study shown in this order.
+STATISTICS_SCORES = ("margin", "lira", "loss")
+
+
+def statistics_markdown(summary: Mapping[str, Any], scores=STATISTICS_SCORES) -> str:
+  """The report.md section of evaluate/stats.py's results ('' without summary['statistics']).
+
+  One row per model with an interval: per score, the pooled residue with its interval and the
+  Holm-adjusted p against the floor and against retrain; then which methods differ from the
+  floor.
+  """
+  info = summary.get("statistics")
+  if not info:
+    return ""
+  methods = summary["methods"]
+  shown = [s for s in scores if any(s in r.get("residue_interval", {}) for r in methods.values())]
+  floor, reference = info.get("floor", "clean_alt"), info.get("reference", "retrain")
+  header = "".join(f" res {s} [95% CI] | {s} p vs floor | {s} p vs {reference} |"
+                   for s in shown)
+  lines = ["", "## Statistics", "", "| model |" + header, "|" + "---|" * (3 * len(shown) + 1)]
+  for model, record in methods.items():
+    if not any(s in record.get("residue_interval", {}) for s in shown):
+      continue
+    cells = []
+    for s in shown:
+      low, high = record.get("residue_interval", {}).get(s, (None, None))
+      mean = record.get("residue_pooled", {}).get(s)
+      text = f"{mean:.2f}" if _finite(mean) else "n/a"
+      if _finite(mean) and _finite(low) and _finite(high):
+        text += f" [{low:.2f}, {high:.2f}]"
+      cells += [text, _p(record.get("vs_floor", {}).get(s)),
+                _p(record.get("vs_retrain", {}).get(s))]
+    lines.append(f"| {model} | " + " | ".join(cells) + " |")
+  alpha = info.get("alpha", 0.05)
+  lines += ["", "`res X [95% CI]`: the mean of the defined per-target residues of score X, "
+            "pooled over targets × seeds (so not quite the per-seed mean above), with its 95% "
+            "bootstrap BCa interval. p: two-sided Wilcoxon signed-rank test paired over "
+            f"(SED seed, seed, target) against `{floor}` (the floor) and `{reference}`, "
+            f"Holm-adjusted over the methods per score (`{reference}` against the floor: "
+            f"unadjusted); n/a below {info.get('min_pairs', '?')} pairs with both residues "
+            "defined. Targets of one seed share a model, yet both read them as independent "
+            "draws.", "", _distinguishable(summary, alpha, reference)]
+  return "\n".join(lines) + "\n"
+
+
+def _distinguishable(summary: Mapping[str, Any], alpha: float, reference: str) -> str:
+  """One sentence: the methods (and retrain) whose residue differs from the floor's."""
+  def side(test):
+    diff = test.get("median_diff")
+    return "differs" if not _finite(diff) or diff == 0 else ("above" if diff > 0 else "below")
+
+  def scores_of(record):
+    return ", ".join(f"{s} {side(record['vs_floor'][s])}"
+                     for s in record.get("distinguishable_from_floor", []))
+
+  found, not_found = [], []
+  for model, record in summary["methods"].items():
+    if "distinguishable_from_floor" not in record or model == reference:
+      continue
+    if record["distinguishable_from_floor"]:
+      found.append(f"{model} ({scores_of(record)})")
+    else:
+      not_found.append(model)
+  text = f"Distinguishable from the floor (Holm-adjusted p < {alpha:g} on a tested score): "
+  text += ", ".join(found) if found else "no method"
+  if not_found:
+    text += f"; not: {', '.join(not_found)}"
+  record = summary["methods"].get(reference, {})
+  if "distinguishable_from_floor" in record:
+    text += (f"; {reference}: " + (scores_of(record) if record["distinguishable_from_floor"]
+                                   else "none") + " (unadjusted)")
+  return text + "."
+
+
+def _finite(value: Any) -> bool:
+  return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _p(test: Mapping[str, Any] | None) -> str:
+  if not test or not _finite(test.get("p_holm")):
+    return "n/a"
+  return "<0.001" if test["p_holm"] < 0.001 else f"{test['p_holm']:.3f}"
 
 
 def _num(value, digits: int = 2) -> str:

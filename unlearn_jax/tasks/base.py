@@ -13,7 +13,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from unlearn_jax import methods, parallel, recipe, utils
+from unlearn_jax import methods, parallel, recipe, tune, utils
 from unlearn_jax import workdir as workdir_lib
 
 Arrays = dict[str, Any]
@@ -84,6 +84,7 @@ class Task:
     self.mesh = parallel.make_mesh()
     self.writer = utils.MetricWriter(os.path.join(workdir, "metrics.jsonl"))
     self.progress = Progress()
+    self.tuned: dict[str, dict[str, Any]] = {}  # {method: its tuned choice (tune.py)}
 
   @staticmethod
   def validate(config: ml_collections.ConfigDict) -> None:
@@ -126,6 +127,23 @@ class Task:
     """Writes report/ (on the main process) and returns the markdown report."""
     raise NotImplementedError
 
+  def tuning_task(self) -> "Task":
+    """The task of the tuning SED (tune.py): other targets, same training data, its own
+    workdir WORKDIR/tuning."""
+    raise NotImplementedError(f"the {self.track} track does not tune")
+
+  def tuning_scores(self, original: Any, clean: Any, state: Any) -> tuple[dict[str, float], float]:
+    """({score: mean residue of `state` on this task's targets} for `tune.objective`, its
+    test accuracy), with `original` and `clean` this task's references."""
+    raise NotImplementedError(f"the {self.track} track does not tune")
+
+  def method_config(self, name: str) -> ml_collections.ConfigDict:
+    """The hyper-parameters method `name` runs with: its config section, with the tuned
+    parameters set when it was tuned."""
+    if name in self.tuned:
+      return tune.apply(self.config, name, self.tuned[name]["params"])
+    return methods.method_config(self.config, name)
+
   def checkpoint_dir(self, name: str, seed: int) -> str:
     return workdir_lib.checkpoint_dir(self.workdir, name, seed)
 
@@ -157,7 +175,7 @@ class Plugin:
     """Whether run `name` is this plugin's (then `run` trains it)."""
     return False
 
-  def models(self, names: tuple[str, ...]) -> int:
+  def models(self, task: "Task", names: tuple[str, ...]) -> int:
     """Models this plugin trains per seed besides its runs (for the progress line)."""
     return 0
 

@@ -22,12 +22,13 @@ import numpy as np
 from absl import logging
 
 from unlearn_jax import defaults, ensemble, models, recipe, recon_track, remedy_track, train
+from unlearn_jax import config as config_lib
 from unlearn_jax import utils
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
-from unlearn_jax.evaluate import across_seeds, evaluator, mia, registry
-from unlearn_jax.report import tables
-from unlearn_jax.tasks import base, sisa_references
+from unlearn_jax.evaluate import across_seeds, evaluator, mia, registry, stats
+from unlearn_jax.report import protocol, tables
+from unlearn_jax.tasks import base, control, sisa_references, specificity
 
 
 class ImageTask(base.Task):
@@ -59,6 +60,7 @@ class ImageTask(base.Task):
     if config.sed.selection == "atypical":
       atypicality = probe_margins(config, workdir, splits["train"], task.model, task.mesh,
                                   task.writer)
+    task.atypicality = atypicality
     task.set_sed(sed_lib.build(splits, config.sed, atypicality))
     if utils.is_main_process():
       sed_lib.save_provenance(task.sed, os.path.join(workdir, "data", "provenance.npz"))
@@ -72,6 +74,36 @@ class ImageTask(base.Task):
     self.sed = sed
     self.train, self.forget, self.retain, self.val = sed.train, sed.forget, sed.retain, sed.test
 
+  def tuning_task(self) -> "ImageTask":
+    """The tuning SED (tune.py): targets drawn with `tune.sed_seed` from D's original rows
+    without the evaluated targets, their own similar samples (ids above every evaluated id), the
+    same test split; or, with `tune.mode='oracle'`, the evaluated SED itself."""
+    tuner = ImageTask(self.config, os.path.join(self.workdir, "tuning"))
+    tuner.model, tuner.num_classes, tuner.atypicality = self.model, self.num_classes, None
+    if self.config.tune.mode == "oracle":
+      tuner.set_sed(self.sed)
+    else:
+      tuner.set_sed(tuning_sed(self.sed, self.config, self.atypicality))
+    if utils.is_main_process():
+      sed_lib.save_provenance(tuner.sed, os.path.join(tuner.workdir, "data", "provenance.npz"))
+    return tuner
+
+  def tuning_scores(self, original: train.TrainState, clean: train.TrainState,
+                    state: train.TrainState) -> tuple[dict[str, float], float]:
+    """Mean residues of `tune.objective` on this SED's targets, and test accuracy."""
+    if not hasattr(self, "_reference_logits"):
+      self._reference_logits = {name: {"train": self.predict(s, self.sed.train),
+                                       "test": self.predict(s, self.sed.test)}
+                                for name, s in (("original", original), ("clean", clean))}
+    logits = {**self._reference_logits, "trial": {"train": self.predict(state, self.sed.train),
+                                                  "test": self.predict(state, self.sed.test)}}
+    records, _ = evaluator.evaluate_models(logits, self.sed, self.config.eval.min_gap,
+                                           svc_max_train=0)
+    record = records["trial"]
+    parts = {score: float(record["residue"][score])
+             for score in config_lib.as_tuple(self.config.tune.objective)}
+    return parts, float(record["acc"]["test"])
+
   def init_state(self, rng: jax.Array) -> train.TrainState:
     return train.create_state(self.model, rng, self.sed.train["image"].shape[1:])
 
@@ -80,7 +112,7 @@ class ImageTask(base.Task):
 
   def plugins(self) -> list[base.Plugin]:
     return [sisa_references.SisaReferences(), remedy_track.RemedyPlugin(),
-            recon_track.ReconPlugin()]
+            recon_track.ReconPlugin(), control.Control(), specificity.Specificity()]
 
   def predict(self, state: train.TrainState, data: dict) -> np.ndarray:
     """Logits of `state` on every example of `data`."""
@@ -98,6 +130,7 @@ class ImageTask(base.Task):
     logits = {name: {"train": self.predict(state, sed.train),
                      "test": self.predict(state, sed.test)}
               for name, state in run.states.items()}
+    run.extra["logits"] = logits  # for the plugins that score examples (specificity)
     run.records, run.rows = evaluator.evaluate_models(
         logits, sed, eval_config.min_gap, lira=self.lira,
         svc_max_train=eval_config.svc_max_train, references=run.references)
@@ -122,7 +155,8 @@ class ImageTask(base.Task):
                       if name not in run.residue_only} for seed, run in runs.items()}
     hidden = set().union(*(run.residue_only for run in runs.values()))
     summary = tables.build_summary(self.config, records, {
-        key: text for key, text in status.items() if key.rsplit("/", 1)[0] not in hidden})
+        key: text for key, text in status.items()
+        if key.rsplit("/", 1)[0] not in hidden and "/" not in key.rsplit("/", 1)[0]})
     summary["status"] = status  # every run's (the residue-only runs report elsewhere)
     references = {name: {"original": pair[0], "clean": pair[1]}
                   for run in runs.values() for name, pair in run.references.items()
@@ -131,6 +165,18 @@ class ImageTask(base.Task):
       summary["residue_references"] = references
     per_target = [{"seed": seed, **row} for seed, run in runs.items() for row in run.rows]
     across_seeds.add(summary, per_target, self.config.eval.epsilon_min_seeds)
+    stats.add_residue_statistics(
+        summary, per_target,
+        scores=evaluator.RESIDUE_SCORES + evaluator.EXTRA_RESIDUE_SCORES + ("recon_ssim",))
+    for name, record in summary["methods"].items():
+      if ("specificity" in record and name not in protocol.REFERENCES
+          and not name.startswith("clean_alt_")):
+        record["damaged"] = protocol.damaged(record)
+    for name, chosen in self.tuned.items():
+      if name in summary["methods"]:
+        summary["methods"][name]["tuning"] = chosen
+    if self.tuned:
+      summary["tuning"] = {key: self.config.tune[key] for key in self.config.tune.keys()}
     return summary
 
   def write_report(self, summary: dict[str, Any], runs: dict[int, base.SeedRun]) -> str:
@@ -138,6 +184,27 @@ class ImageTask(base.Task):
                       if name not in run.residue_only} for seed, run in runs.items()}
     per_target = [{"seed": seed, **row} for seed, run in runs.items() for row in run.rows]
     return tables.write(self.workdir, summary, records, per_target)
+
+
+def tuning_sed(sed: sed_lib.SED, config: ml_collections.ConfigDict,
+               atypicality: np.ndarray | None) -> sed_lib.SED:
+  """The tuning SED of a study whose SED is `sed`: `config.sed` with seed `tune.sed_seed`, on
+  D's original rows without the evaluated targets; its similar samples get ids above every id of
+  `sed`, so no id of the tuning SED's targets or similar samples is one of the evaluated SED's.
+  """
+  base_rows = np.flatnonzero(sed.train["kind"] == sed_lib.REST)  # D's rows, minus T (and S)
+  base = {key: sed.train[key][base_rows] for key in ("image", "label", "id")}
+  sed_config = ml_collections.ConfigDict(config.sed.to_dict())
+  sed_config.seed = int(config.tune.sed_seed)
+  scores = None if atypicality is None else atypicality[base_rows]
+  tuning = sed_lib.build({"train": base, "test": sed.test}, sed_config, scores)
+  similar = tuning.train["kind"] == sed_lib.SIMILAR
+  shift = int(max(sed.train["id"].max(), sed.test["id"].max())) + 1 - int(
+      tuning.train["id"][similar].min(initial=0))
+  ids = tuning.train["id"].copy()
+  ids[similar] += max(shift, 0)
+  return sed_lib.SED(train={**tuning.train, "id": ids}, test=tuning.test,
+                     target_ids=tuning.target_ids)
 
 
 def probe_margins(config: ml_collections.ConfigDict, workdir: str, train_split: dict,

@@ -29,7 +29,7 @@ def sisa_runs(names) -> list[str]:
 class SisaReferences(base.Plugin):
   """Adds `sisa_original` and `sisa_clean` to a seed whose SISA run succeeded."""
 
-  def models(self, names: tuple[str, ...]) -> int:
+  def models(self, task: base.Task, names: tuple[str, ...]) -> int:
     return len(sisa.REFERENCE_NAMES) if sisa_runs(names) else 0
 
   def after_runs(self, task: base.Task, run: base.SeedRun,
