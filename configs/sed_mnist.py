@@ -1,15 +1,17 @@
-"""The default study: a CNN on the embedded MNIST subset with 10 targets × 20 similar samples.
+"""The default study: a CNN on the embedded MNIST subset, 30 targets × 20 similar samples, under
+the comparison protocol (docs/design.md §3.8, §3.9, §4.2).
 
     python -m unlearn_jax.main --config=configs/sed_mnist.py --workdir=/tmp/sed_mnist
 
-trains eight LiRA reference models and original / retrain / clean / clean_alt (15 epochs each
-on ~4,200 images), runs finetune, grad_ascent and random_label and the reconstruction track:
-14 min 24 s on a 2-core CPU (about 5 with `--config.eval.lira.num_models=0
---config.recon.enabled=False`; `--config.methods=all` adds ~3.5). Variants after `:`
+trains eight LiRA reference models, tunes finetune, grad_ascent and random_label (12 TPE trials
+each on a tuning SED with its own original and clean), trains original / retrain / clean /
+clean_alt (15 epochs each on ~4,600 images), runs the three methods with their tuned settings
+and again on the control SED (no similar samples), scores specificity, and runs the
+reconstruction track: 3 min 45 s on a 2-core CPU (2026-12-05). Variants after `:`
 (comma-separated; tuples take `+`-separated items):
 
-    :runlocal              ~1,000 training images, 3 epochs, 4 LiRA models, a small
-                           reconstruction track: 66 s on a 2-core CPU (see README)
+    :runlocal              ~1,000 training images, 3 epochs, 4 LiRA models, 4 tuning trials,
+                           a small reconstruction track: 31 s on a 2-core CPU (see README)
     :seeds=3               three training seeds (mean ± 95% CI)
     :methods=finetune+grad_ascent
     :similar=5,ratio=0.5   SED strength

@@ -21,7 +21,7 @@ from unlearn_jax import defaults, methods, utils
 from examples import compare_checkpoints, existing_checkpoint, my_method
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = "configs/sed_mnist.py:runlocal,model=mlp"
+CONFIG = "configs/sed_mnist.py:runlocal,model=mlp,protocol=0"  # the examples, not the protocol
 
 
 def overrides(data_dir: str) -> dict:

@@ -35,7 +35,8 @@ def toy():
 
 
 def relearn(lr: float) -> dict:
-  """The study's relearning: SGD at `lr` (no momentum) with the training step (tasks/image.py, ImageTask.evaluate)."""
+  """The study's relearning: SGD at `lr` (no momentum) with the training step
+  (ImageTask.evaluate in tasks/image.py)."""
   return {"optimizer": train.make_optimizer("sgd", lr, 1, momentum=0.0),
           "train_step": train.jit_train_step}
 

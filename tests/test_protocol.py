@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import types
 
 import numpy as np
 import pytest
@@ -152,3 +153,19 @@ def test_tuning_targets_must_differ_from_every_evaluated_sed(tfds_data_dir):
   config.sed_seeds, config.tune.sed_seed = (0, 5), 5
   with pytest.raises(config_lib.ConfigError, match="tune.sed_seed"):
     defaults.validate(config)
+
+
+def test_a_control_run_that_diverges_is_reported_as_a_result():
+  assert control.diverged_result("control/grad_ascent/seed_0", "diverged at step 11: nan")
+  assert not control.diverged_result("grad_ascent/seed_0", "diverged at step 11: nan")
+  assert not control.diverged_result("control/grad_ascent/seed_0", "failed: OSError: disk")
+  summary = {"methods": {"grad_ascent": {"residue": {"margin": 0.4},
+                                         "control": {"diverged": 1.0}}}}
+  assert "| grad_ascent | 0.40 | diverged |" in protocol.control_markdown(summary)
+
+
+def test_the_control_runs_single_model_methods_only():
+  task = types.SimpleNamespace(track="image")
+  names = ("finetune", "retrain", "sisa", "finetune+nbr", "salun")
+  found = control.Control()._names(task, names)  # pylint: disable=protected-access
+  assert found == ["finetune", "salun"]

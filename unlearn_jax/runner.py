@@ -13,8 +13,8 @@ runs the stages in the same order for both:
 4. evaluation: `Task.evaluate` scores every model of the seed;
 5. report: `Task.summarize` and `Task.write_report`.
 
-Tracks that add runs or results to a study (remedies, training-data reconstruction, SISA's
-ensemble references) plug in as `Plugin`s (`tasks/base.py`): each may own extra runs, act after the runs of a
+Tracks that add runs or results to a study (remedies, training-data reconstruction, SISA's ensemble
+references) plug in as `Plugin`s (`tasks/base.py`): each may own extra runs, act after the runs of a
 seed, add fields after its evaluation and add to the summary. Every model is checkpointed, so
 rerunning a command resumes where it stopped; a method that fails is recorded in the summary's
 `status` and the others go on.

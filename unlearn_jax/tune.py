@@ -1,4 +1,5 @@
-"""Tuning every method's hyper-parameters on targets the study never evaluates (docs/design.md §4.2).
+"""Tuning every method's hyper-parameters on targets the study never evaluates
+(docs/design.md §4.2).
 
 A method's setting is chosen on a *tuning SED*: targets and their similar samples drawn with
 another SED seed (`tune.sed_seed`) from the study's training data without the evaluated targets,

@@ -1,10 +1,10 @@
 """The base config of a language-model study (every field, its unit and default) and its checks.
 
 A config with `track = 'lm'` runs the language-model task (unlearn_jax/tasks/lm.py;
-configs/sed_qa.py); the image track's config lives in unlearn_jax/defaults.py. Both share the workdir contract (docs/design.md §6), and
-are laid out alike: each section is built by a small function whose comments document its
-fields, with its check beside it (`SECTIONS`); the seeds section and the training recipe's check
-are the image track's (unlearn_jax/config.py).
+configs/sed_qa.py); the image track's config lives in unlearn_jax/defaults.py. Both share the
+workdir contract (docs/design.md §6), and are laid out alike: each section is built by a small
+function whose comments document its fields, with its check beside it (`SECTIONS`); the seeds
+section and the training recipe's check are the image track's (unlearn_jax/config.py).
 
 Learning rates of the LM methods (METHOD_LR), chosen on held-out targets (docs/design.md §4.2): the
 QA SED of seed 1 (another fictitious world: other targets, paraphrases and facts), not the

@@ -26,8 +26,8 @@ Defaults and cost: the authors fine-tune for 10 epochs at lr 0.01 and tune gamma
 Here: 0.6 of an epoch at lr 0.01 with momentum 0.9 (measured on the default study: one epoch
 plus the penalty and compilation cost 0.11 × retrain, over the 10% budget), and gamma = 5e-4
 (our choice): with momentum's ~10× gain and the default study's T = 20 steps, the penalty alone
-shrinks each weight by ~10·lr·gamma·T/2 ≈ 1e-3 (a few percent of a typical CNN weight), a visible sparsity
-pressure that does not swamp the retain loss. Config: `config.unlearn.l1_sparse`.
+shrinks each weight by ~10·lr·gamma·T/2 ≈ 1e-3 (a few percent of a typical CNN weight), a
+visible sparsity pressure that does not swamp the retain loss. Config: `config.unlearn.l1_sparse`.
 """
 
 from __future__ import annotations

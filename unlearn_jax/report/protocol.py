@@ -65,14 +65,17 @@ def control_markdown(summary: Mapping[str, Any]) -> str:
   for name, record in rows.items():
     cells = []
     for score in CONTROL_SCORES:
+      without = record["control"].get("residue", {}).get(score)
       cells += [_num(record.get("residue", {}).get(score)),
-                _num(record["control"].get("residue", {}).get(score))]
+                "diverged" if record["control"].get("diverged") and without is None
+                else _num(without)]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   lines += ["", "`with S`: the study (D holds each target's similar samples); `without S`: the "
             "control, the same targets and rest with no similar sample in D, the method run "
             "from a model trained on T ∪ R and scored against it and clean. A method whose "
             "residue is higher with S than without leaves the targets' influence in the model "
-            "through their similar samples."]
+            "through their similar samples. `diverged`: the method's setting diverged on the "
+            "control (its status says at which step)."]
   return "\n".join(lines) + "\n"
 
 

@@ -1,13 +1,14 @@
 """The control: every method again on the same targets without their similar samples
 (docs/design.md §3.8).
 
-The control SED is the study's SED with S removed from D: D_c = T ∪ R. Its `original` is trained
-on D_c (`recipe.control_original`, folder control/original/seed_<s>); its `clean` is the study's
-`clean` (R either way), and its `retrain` is that same model. Every method of `config.methods`
-runs from the control original with forget T and retain R (folder control/<method>/seed_<s>,
-with the study's tuned settings), and is scored with the same residues against the control
-original and clean. The paper's effect is the difference between a method's residue with its
-similar samples (the study) and without them (`methods.<m>.control.residue.<score>`).
+The control SED is the study's SED with S removed from D: D_c = T ∪ R. Its `original` is trained on
+D_c (`recipe.control_original`, folder control/original/seed_<s>); its `clean` is the study's
+`clean` (R either way), and its `retrain` is that same model. Every method of `config.methods` (but
+SISA, whose ensemble is scored against its own shard references) runs from the control original with
+forget T and retain R (folder control/<method>/seed_<s>, with the study's tuned settings), and is
+scored with the same residues against the control original and clean. The paper's effect is the
+difference between a method's residue with its similar samples (the study) and without them
+(`methods.<m>.control.residue.<score>`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ from unlearn_jax.tasks import base
 FOLDER = "control"
 
 
+def diverged_result(key: str, text: str) -> bool:
+  """Whether status entry `key` is a control run that diverged (a result the control reports)."""
+  return key.startswith(f"{FOLDER}/") and text.startswith("diverged")
+
+
 def control_sed(sed: sed_lib.SED) -> sed_lib.SED:
   """The SED without its similar samples (same targets, same rest, same test split)."""
   keep = sed.train["kind"] != sed_lib.SIMILAR
@@ -36,8 +42,11 @@ class Control(base.Plugin):
   """Runs every method of `config.methods` on the control SED of each seed (`eval.control`)."""
 
   def _names(self, task: base.Task, names) -> list[str]:
-    return [name for name in names if "+" not in name
-            and not methods.spec(name, track=task.track).reference]
+    """The methods run on the control: not remedies, not references, not ensembles (SISA's
+    residue needs its own shard references, which the control does not build)."""
+    specs = {name: methods.spec(name, track=task.track) for name in names if "+" not in name}
+    return [name for name, spec in specs.items()
+            if not spec.reference and not spec.returns_ensemble]
 
   def models(self, task: base.Task, names: tuple[str, ...]) -> int:
     return 1 + len(self._names(task, names)) if task.config.eval.control else 0
@@ -70,6 +79,9 @@ class Control(base.Plugin):
                      "test": task.predict(state, sed.test)} for name, state in states.items()}
     records, _ = evaluator.evaluate_models(logits, sed, task.config.eval.min_gap,
                                            svc_max_train=0)
+    for name in self._names(task, run.names):
+      if name not in states and name in run.records:  # diverged (or failed) on the control
+        run.records[name]["control"] = {"diverged": 1.0}
     for name, record in records.items():
       if name in run.records and name not in ("original", "clean"):
         run.records[name]["control"] = _summary(record)
