@@ -169,3 +169,13 @@ def test_the_control_runs_single_model_methods_only():
   names = ("finetune", "retrain", "sisa", "finetune+nbr", "salun")
   found = control.Control()._names(task, names)  # pylint: disable=protected-access
   assert found == ["finetune", "salun"]
+
+
+def test_the_tuning_section_lists_each_sed_seeds_choice():
+  one = {"params": {"lr": 0.01}, "objective": 0.5, "feasible": True, "trials": 4,
+         "mode": "tuning SED"}
+  summary = {"tuning": {"trials": 4}, "methods": {
+      "finetune": {"tuning": {"per_sed_seed": {"0": one, "1": {**one, "params": {"lr": 0.1}}}}}}}
+  text = protocol.tuning_markdown(summary)
+  assert "| finetune (SED seed 0) | lr=0.01 |" in text
+  assert "| finetune (SED seed 1) | lr=0.1 |" in text

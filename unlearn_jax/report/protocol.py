@@ -36,10 +36,14 @@ def tuning_markdown(summary: Mapping[str, Any]) -> str:
            "| method | chosen parameters | objective | feasible | trials | tuned on |",
            "|---|---|---|---|---|---|"]
   for name, found in tuned.items():
-    params = ", ".join(f"{k}={_value(v)}" for k, v in sorted(found["params"].items()))
-    lines.append(f"| {name} | {params} | {_num(found.get('objective'), 3)} | "
-                 f"{'yes' if found.get('feasible') else 'no'} | {found.get('trials')} | "
-                 f"{found.get('mode', '')} |")
+    # A study of several SEDs tunes each on its own tuning SED (replicates.py).
+    entries = (((f"{name} (SED seed {k})", one) for k, one in found["per_sed_seed"].items())
+               if "per_sed_seed" in found else ((name, found),))
+    for label, one in entries:
+      params = ", ".join(f"{k}={_value(v)}" for k, v in sorted(one["params"].items()))
+      lines.append(f"| {label} | {params} | {_num(one.get('objective'), 3)} | "
+                   f"{'yes' if one.get('feasible') else 'no'} | {one.get('trials')} | "
+                   f"{one.get('mode', '')} |")
   objective = " + ".join(f"|res {s}|" for s in setting.get("objective", ()))
   lines += ["", f"Each method was tuned with {setting.get('trials')} {setting.get('sampler')} "
             f"trials (seed {setting.get('seed')}) on a tuning SED (SED seed "
