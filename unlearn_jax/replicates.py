@@ -89,10 +89,8 @@ def pooled_summary(config: ml_collections.ConfigDict, records: dict[str, dict],
   stats.add_residue_statistics(
       summary, rows,
       scores=evaluator.RESIDUE_SCORES + evaluator.EXTRA_RESIDUE_SCORES + ("recon_ssim",))
+  protocol.add_damaged(summary)
   for name, record in summary["methods"].items():
-    if "specificity" in record and name not in protocol.REFERENCES and not name.startswith(
-        "clean_alt_"):
-      record["damaged"] = protocol.damaged(record)
     if name in tuned:
       record["tuning"] = {"per_sed_seed": tuned[name]}
   return summary

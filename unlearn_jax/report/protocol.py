@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-REFERENCES = ("original", "retrain", "clean", "clean_alt", "sisa_original", "sisa_clean")
+from unlearn_jax.evaluate import stats
+
+REFERENCES = stats.REFERENCES
 CONTROL_SCORES = ("margin", "loss", "mia")
 # Specificity flags (tasks/specificity.py): the test drop at least this share of the target's.
 DAMAGE_RATIO = 0.5
@@ -83,6 +85,18 @@ def control_markdown(summary: Mapping[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def is_method(name: str) -> bool:
+  """Whether model `name` is a method run, not a reference or a floor model."""
+  return name not in REFERENCES and not name.startswith("clean_alt_")
+
+
+def add_damaged(summary: Mapping[str, Any]) -> None:
+  """Sets `damaged` on every method record that has specificity results."""
+  for name, record in summary["methods"].items():
+    if "specificity" in record and is_method(name):
+      record["damaged"] = damaged(record)
+
+
 def damaged(record: Mapping[str, Any]) -> list[str]:
   """Scores on which a method's target drop is matched on held-out samples of the class."""
   out = []
@@ -99,8 +113,7 @@ def damaged(record: Mapping[str, Any]) -> list[str]:
 def specificity_markdown(summary: Mapping[str, Any]) -> str:
   """Each method's drop on its targets and on matched non-targets."""
   rows = {name: record for name, record in summary.get("methods", {}).items()
-          if isinstance(record.get("specificity"), Mapping) and name not in REFERENCES
-          and not name.startswith("clean_alt_")}
+          if isinstance(record.get("specificity"), Mapping) and is_method(name)}
   if not rows:
     return ""
   lines = ["## Specificity: forgetting or damage?", "",

@@ -168,10 +168,7 @@ class ImageTask(base.Task):
     stats.add_residue_statistics(
         summary, per_target,
         scores=evaluator.RESIDUE_SCORES + evaluator.EXTRA_RESIDUE_SCORES + ("recon_ssim",))
-    for name, record in summary["methods"].items():
-      if ("specificity" in record and name not in protocol.REFERENCES
-          and not name.startswith("clean_alt_")):
-        record["damaged"] = protocol.damaged(record)
+    protocol.add_damaged(summary)
     for name, chosen in self.tuned.items():
       if name in summary["methods"]:
         summary["methods"][name]["tuning"] = chosen
