@@ -182,3 +182,16 @@ def test_an_unknown_parameter_or_an_empty_space_is_refused(tfds_data_dir):
         tune.preflight(config, "image")
     finally:
       methods.unregister(name)
+
+
+def test_processes_that_create_one_new_storage_at_once_all_open_it(tmp_path):
+  # Several workers started together on a fresh SQLite file race on its schema; each must open it.
+  start = time.time() + 4.0
+  script = (f"import sys, time; sys.path[:0] = {[ROOT]!r}\n"
+            "from unlearn_jax import tune\n"
+            f"time.sleep(max(0.0, {start!r} - time.time()))\n"
+            f"tune.open_storage('sqlite:///{tmp_path}/fresh.db')\n")
+  processes = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+               for _ in range(12)]
+  errors = [p.communicate(timeout=300)[1] for p in processes]
+  assert [p.returncode for p in processes] == [0] * 12, "\n".join(errors)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import fcntl
 import math
 import os
 import socket
@@ -75,14 +76,30 @@ def open_storage(url: str):
       `tune.storage`).
   """
   if url.startswith("sqlite:///"):
-    os.makedirs(os.path.dirname(url[len("sqlite:///"):]) or ".", exist_ok=True)
+    # Processes that create one new SQLite storage at once race on its schema (a table or a
+    # version row written twice): a lock beside the file lets one create it and the rest read it.
+    path = url[len("sqlite:///"):]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".lock", "a") as lock_file:
+      fcntl.flock(lock_file, fcntl.LOCK_EX)
+      try:
+        return _connect(url)
+      finally:
+        fcntl.flock(lock_file, fcntl.LOCK_UN)
+  return _connect(url)
+
+
+# What a database says when another process created the same schema a moment earlier.
+_SCHEMA_RACE = ("UNIQUE constraint failed", "already exists", "duplicate key")
+
+
+def _connect(url: str):
   for attempt in range(5):
     try:
       return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
     except Exception as error:  # pylint: disable=broad-except  (any driver's connection error)
-      # Processes creating one new storage at once race on its schema: the next try reads it.
-      if attempt < 4 and "UNIQUE constraint failed" in str(error):
-        time.sleep(0.5 * (attempt + 1))
+      if attempt < 4 and any(sign in str(error) for sign in _SCHEMA_RACE):
+        time.sleep(0.5 * (attempt + 1))  # a server database: the next try reads the schema
         continue
       raise config_lib.ConfigError(
           f"config.tune.storage={url!r}: cannot open it ({type(error).__name__}: "
