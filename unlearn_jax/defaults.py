@@ -77,11 +77,17 @@ def build_sed(config: ml_collections.ConfigDict) -> None:
   # Similarity-entailed dataset (docs/design.md §3.1, §3.3).
   config.sed = ml_collections.ConfigDict()
   config.sed.num_targets = 10  # |T|, targets drawn from the training split.
-  config.sed.similar_per_target = 20  # |S(t)|, similar samples derived from each target.
-  config.sed.generator = "block_mask"  # one of config_lib.GENERATORS.
+  config.sed.similar_per_target = 20  # |S(t)|, similar samples of each target.
+  # One of config_lib.GENERATORS: block_mask, duplicate and gaussian_noise derive S(t) from t and
+  # append it to D; nearest takes the |S(t)| training rows of t's class most similar to t.
+  config.sed.generator = "block_mask"
   config.sed.block = 4  # block_mask: block side b in pixels.
   config.sed.ratio = 0.25  # block_mask: fraction r of the blocks zeroed, in [0, 1).
   config.sed.sigma = 0.1  # gaussian_noise: std of the noise, in units of the [0, 1] intensity.
+  # nearest: the similarity that ranks the rows, one of config_lib.SIMILARITIES: 'ssim' of the
+  # images, or 'embedding', the cosine of the penultimate-layer features of a probe trained with
+  # the study's recipe on the training split without the targets (tasks/image.py).
+  config.sed.similarity = "ssim"
   # Target choice: 'random', 'class_balanced', or 'atypical': the training samples that a probe
   # model trained (with the study's recipe) on a random half of the training split scores with
   # the lowest margin among the other half (docs/design.md §3.3).
@@ -95,7 +101,8 @@ def build_sed(config: ml_collections.ConfigDict) -> None:
 
 def check_sed(config: ml_collections.ConfigDict) -> None:
   """Checks sed (data/sed.py's rules), with the impossible combinations: more targets than
-  training examples, a block larger than the image."""
+  training examples (with the nearest generator, more targets and neighbours), a block larger
+  than the image, SSIM neighbours of images smaller than its window."""
   from unlearn_jax.data import sed as sed_lib, sources  # pylint: disable=g-import-not-at-top
   data_dir = config.data_dir or None
   image_side = min(sources.image_shape(config.dataset, data_dir)[:2])

@@ -9,6 +9,8 @@ and, through `init_key`, its initialisation) and its checkpoint folder under
   `config.floor_seed_offset`, the seed-noise floor), in `<name>/seed_<seed>`;
 - `retrained`: a `retrain+...` remedy, trained as `clean` is on the rows a remedy keeps;
 - `selection_probe`: the probe that ranks candidates for atypical targets (`selection/`);
+- `neighbour_probe`: the probe whose features rank the `nearest` generator's candidates under
+  `sed.similarity='embedding'` (`neighbours/`);
 - `lira`: the LiRA members, complementary pairs on R plus half the target groups and half the
   held-out candidates (`lira/`, trained at once by `ensemble.train_ensemble`);
 - `sisa_references`: SISA's shard ensembles on D and on R (their recipe is `methods/sisa.py`'s,
@@ -176,6 +178,26 @@ def selection_probe(config: ml_collections.ConfigDict,
   probe_rows, candidate_rows = np.sort(order[:count // 2]), np.sort(order[count // 2:])
   data = {key: train_split[key][probe_rows] for key in ("image", "label")}
   return Recipe(data, seed, "selection_probe", folder("selection", seed)), candidate_rows
+
+
+def neighbour_probe(sed_config: ml_collections.ConfigDict, train_split: Arrays,
+                    target_rows: np.ndarray) -> Recipe:
+  """The probe of `sed.generator='nearest'` with `sed.similarity='embedding'`.
+
+  It trains on the training split without the targets `target_rows` (every candidate
+  neighbour, no target), so the targets' features are those of unseen examples and every
+  candidate is embedded alike. Its seed is drawn from `sed.seed`: the split without T under a
+  study seed is `retrain`'s recipe, and the probe is not that model.
+
+  Returns:
+    the probe's recipe, in folder neighbours/seed_<sed.seed>.
+  """
+  seed = int(sed_config.seed)
+  keep = np.ones(len(train_split["label"]), bool)
+  keep[np.asarray(target_rows, np.int64)] = False
+  data = {key: train_split[key][keep] for key in ("image", "label")}
+  probe_seed = int(np.random.default_rng([seed, 17]).integers(1 << 30))
+  return Recipe(data, probe_seed, "neighbour_probe", folder("neighbours", seed))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,7 +50,7 @@ from absl import logging
 
 from unlearn_jax import config as config_lib
 from unlearn_jax import defaults, methods, preemption, study, utils
-from unlearn_jax.data import sources
+from unlearn_jax.data import idx, sources
 from unlearn_jax.report import sweep_report
 
 POINTS_DIR = "points"
@@ -260,6 +260,13 @@ def check_datasets_prepared(points: list[Point]) -> None:
     if name in sources.EMBEDDED or name in sources.registered():
       continue  # embedded builders prepare themselves; registered arrays live in memory
     directory = os.path.expanduser(data_dir) if data_dir else sources.default_data_dir()
+    try:
+      name = sources.resolve(name, directory)  # fails with the install command
+      if name.startswith(idx.PREFIX):  # a folder of idx files: prepared on first use
+        idx.find_files(idx.folder_of(name))
+        continue
+    except ValueError as error:
+      raise sources.DatasetNotPreparedError(f"no point of the sweep can run: {error}") from None
     if not tfds.builder(name, data_dir=directory).is_prepared():
       raise sources.DatasetNotPreparedError(
           f"dataset={name!r} is not prepared in data_dir={directory!r}, so no point of the "

@@ -38,7 +38,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
 
   Raises:
     config_lib.ConfigError: the workdir holds a study made with a config that differs in a
-      field outside RERUN_SAFE_FIELDS (and not in a section added since), and
+      field outside RERUN_SAFE_FIELDS (and not in a section or field added since, at its
+      default), and
       `config.overwrite` is False (with it, that study's results are deleted).
   """
   path = os.path.join(workdir, "config.json")
@@ -53,6 +54,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
     new_sections += [name for name in resolved if name not in previous]
     differing = [k for k in differing if not k.startswith(RERUN_SAFE_FIELDS) and not any(
         k == section or k.startswith(section + ".") for section in new_sections)]
+    # A field added since, at its default value, changes no existing result either.
+    differing = [k for k in differing if not _added_at_default(k, previous, resolved, config)]
     if differing and not config.overwrite:
       raise config_lib.ConfigError(
           f"{workdir} holds a study made with a different config (fields: "
@@ -69,6 +72,29 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
           os.remove(target)
   if utils.is_main_process():
     utils.write_json(path, resolved)
+
+
+_ABSENT = object()
+
+
+def _lookup(tree: Any, dotted: str) -> Any:
+  for part in dotted.split("."):
+    if not isinstance(tree, dict) or part not in tree:
+      return _ABSENT
+    tree = tree[part]
+  return tree
+
+
+def _added_at_default(key: str, previous: dict, resolved: dict,
+                      config: ml_collections.ConfigDict) -> bool:
+  """Whether `key` is absent from the old config.json and holds its track's default now."""
+  if _lookup(previous, key) is not _ABSENT:
+    return False
+  from unlearn_jax import defaults  # pylint: disable=g-import-not-at-top  (defaults imports us)
+  from unlearn_jax.lm import defaults as lm_defaults  # pylint: disable=g-import-not-at-top
+  base = lm_defaults if config.get("track", "image") == lm_defaults.TRACK else defaults
+  default = _lookup(json.loads(base.base_config().to_json()), key)
+  return default is not _ABSENT and default == _lookup(resolved, key)
 
 
 def _differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:

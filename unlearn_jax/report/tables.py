@@ -18,6 +18,7 @@ import numpy as np
 from scipy import stats
 
 from unlearn_jax import utils
+from unlearn_jax.data import sources
 from unlearn_jax.evaluate import mia, registry
 from unlearn_jax.report import protocol
 
@@ -88,6 +89,8 @@ def build_summary(config, records, per_seed_status) -> dict[str, Any]:
   """The summary.json content (docs/design.md §6.2 and §6.3)."""
   summary = {
       "dataset": config.dataset,
+      # Where the data came from: for an idx folder its files and their sha256.
+      "data_source": sources.describe(config.dataset, config.data_dir or None),
       "model": config.model,
       "seeds": list(records.keys()),
       "sed": {key: config.sed[key] for key in config.sed.keys()},

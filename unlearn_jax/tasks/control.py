@@ -1,7 +1,11 @@
 """The control: every method again on the same targets without their similar samples
 (docs/design.md §3.8).
 
-The control SED is the study's SED with S removed from D: D_c = T ∪ R. Its `original` is trained on
+The control SED is the study's SED with S removed from D: D_c = T ∪ R. With a synthetic generator
+(similar samples appended to the split) D_c is the training split itself; with `nearest` (similar
+samples are rows of the split, `data/sed.py`) it is the split without the chosen neighbours,
+|T|·|S(t)| rows fewer, while the rows ranked just after them stay in R and in D_c: the control
+removes a target's k most similar rows, not every similar one. Its `original` is trained on
 D_c (`recipe.control_original`, folder control/original/seed_<s>); its `clean` is the study's
 `clean` (R either way), and its `retrain` is that same model. Every method of `config.methods` (but
 SISA, whose ensemble is scored against its own shard references) runs from the control original with
@@ -32,7 +36,8 @@ def diverged_result(key: str, text: str) -> bool:
 
 
 def control_sed(sed: sed_lib.SED) -> sed_lib.SED:
-  """The SED without its similar samples (same targets, same rest, same test split)."""
+  """The SED without its similar samples (same targets, same rest, same test split), whether
+  they were appended to the split or are rows of it (`nearest`): selected by kind, not id."""
   keep = sed.train["kind"] != sed_lib.SIMILAR
   return sed_lib.SED(train={key: value[keep] for key, value in sed.train.items()},
                      test=sed.test, target_ids=sed.target_ids)

@@ -2,7 +2,9 @@
 
 Data: a classification dataset (`data/sources.py`), subsampled per class to `train_size` /
 `test_size`, and its SED (`data/sed.py`); targets chosen by `sed.selection` (`atypical` ranks
-candidates with a probe model trained on the other half of the data). Models: `config.model`
+candidates with a probe model trained on the other half of the data), similar samples made by
+`sed.generator` (`nearest` with `sed.similarity='embedding'` compares the features of a probe
+trained without the targets, `neighbour_features`). Models: `config.model`
 trained by `train.train_from_scratch`. Scores: the metric registry (`evaluate/registry.py`):
 per-example scores of the logits on every split, LiRA against reference models trained once
 per study (`before_seeds`), metrics of the trained models (parameter distance, relearning),
@@ -13,8 +15,9 @@ SISA's ensemble references, the remedies (`remedy_track.py`) and training-data r
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -27,6 +30,7 @@ from unlearn_jax import utils
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
 from unlearn_jax.evaluate import across_seeds, evaluator, mia, registry, stats
+from unlearn_jax.remedies import detect
 from unlearn_jax.report import protocol, tables
 from unlearn_jax.tasks import base, control, sisa_references, specificity
 
@@ -61,9 +65,13 @@ class ImageTask(base.Task):
       atypicality = probe_margins(config, workdir, splits["train"], task.model, task.mesh,
                                   task.writer)
     task.atypicality = atypicality
-    task.set_sed(sed_lib.build(splits, config.sed, atypicality))
+    features = neighbour_features(config, config.sed, workdir, splits["train"], atypicality,
+                                  task.model, task.mesh, task.writer)
+    task.set_sed(sed_lib.build(splits, config.sed, atypicality, features))
     if utils.is_main_process():
       sed_lib.save_provenance(task.sed, os.path.join(workdir, "data", "provenance.npz"))
+      sed_lib.save_neighbours(task.sed, os.path.join(workdir, "data", "neighbours.npz"),
+                              config.sed.similarity)
     counts = {name: int(np.sum(task.sed.train["kind"] == kind))
               for kind, name in enumerate(sed_lib.KIND_NAMES)}
     logging.info("SED: |D|=%d (%s), |test|=%d", len(task.sed.train["id"]), counts,
@@ -75,17 +83,23 @@ class ImageTask(base.Task):
     self.train, self.forget, self.retain, self.val = sed.train, sed.forget, sed.retain, sed.test
 
   def tuning_task(self) -> "ImageTask":
-    """The tuning SED (tune.py): targets drawn with `tune.sed_seed` from D's original rows
-    without the evaluated targets, their own similar samples (ids above every evaluated id), the
-    same test split; or, with `tune.mode='oracle'`, the evaluated SED itself."""
+    """The tuning SED (tune.py, `tuning_sed`): targets drawn with `tune.sed_seed` from R, their
+    own similar samples, the same test split; or, with `tune.mode='oracle'`, the evaluated SED
+    itself. Its embedding probe (`nearest` neighbours by embedding) trains under
+    WORKDIR/tuning."""
     tuner = ImageTask(self.config, os.path.join(self.workdir, "tuning"))
     tuner.model, tuner.num_classes, tuner.atypicality = self.model, self.num_classes, None
     if self.config.tune.mode == "oracle":
       tuner.set_sed(self.sed)
     else:
-      tuner.set_sed(tuning_sed(self.sed, self.config, self.atypicality))
+      embed = lambda split, sed_config, scores: neighbour_features(
+          self.config, sed_config, tuner.workdir, split, scores, self.model, self.mesh,
+          self.writer)
+      tuner.set_sed(tuning_sed(self.sed, self.config, self.atypicality, embed))
     if utils.is_main_process():
       sed_lib.save_provenance(tuner.sed, os.path.join(tuner.workdir, "data", "provenance.npz"))
+      sed_lib.save_neighbours(tuner.sed, os.path.join(tuner.workdir, "data", "neighbours.npz"),
+                              self.config.sed.similarity)
     return tuner
 
   def tuning_scores(self, original: train.TrainState, clean: train.TrainState,
@@ -184,24 +198,72 @@ class ImageTask(base.Task):
 
 
 def tuning_sed(sed: sed_lib.SED, config: ml_collections.ConfigDict,
-               atypicality: np.ndarray | None) -> sed_lib.SED:
-  """The tuning SED of a study whose SED is `sed`: `config.sed` with seed `tune.sed_seed`, on
-  D's original rows without the evaluated targets; its similar samples get ids above every id of
-  `sed`, so no id of the tuning SED's targets or similar samples is one of the evaluated SED's.
+               atypicality: np.ndarray | None,
+               embed: Callable[[dict, ml_collections.ConfigDict, np.ndarray | None],
+                               np.ndarray | None] | None = None) -> sed_lib.SED:
+  """The tuning SED of a study whose SED is `sed`: `config.sed` with seed `tune.sed_seed`, built
+  on R (D's rows that are neither evaluated targets nor their similar samples), so no id of the
+  tuning SED's targets or similar samples is one of the evaluated SED's T ∪ S.
+
+  Similar samples a synthetic generator appends get ids above every id of `sed`; the `nearest`
+  generator's are rows of R and keep their ids (its tuning targets and neighbours come from R,
+  S is not in it). `embed(split, sed_config, scores)` gives the features `sed_lib.build` needs
+  for `nearest` neighbours by embedding (`neighbour_features`), for R and the tuning SED's
+  own targets.
   """
   base_rows = np.flatnonzero(sed.train["kind"] == sed_lib.REST)  # D's rows, minus T (and S)
   base = {key: sed.train[key][base_rows] for key in ("image", "label", "id")}
   sed_config = ml_collections.ConfigDict(config.sed.to_dict())
   sed_config.seed = int(config.tune.sed_seed)
   scores = None if atypicality is None else atypicality[base_rows]
-  tuning = sed_lib.build({"train": base, "test": sed.test}, sed_config, scores)
-  similar = tuning.train["kind"] == sed_lib.SIMILAR
+  features = None
+  if sed_lib.needs_features(sed_config):
+    if embed is None:
+      raise ValueError("the tuning SED of sed.similarity='embedding' needs `embed`")
+    features = embed(base, sed_config, scores)
+  tuning = sed_lib.build({"train": base, "test": sed.test}, sed_config, scores, features)
+  # Only the similar samples `build` appended have new ids; rows of R keep theirs.
+  appended = ~np.isin(tuning.train["id"], base["id"])
   shift = int(max(sed.train["id"].max(), sed.test["id"].max())) + 1 - int(
-      tuning.train["id"][similar].min(initial=0))
+      tuning.train["id"][appended].min(initial=0))
   ids = tuning.train["id"].copy()
-  ids[similar] += max(shift, 0)
-  return sed_lib.SED(train={**tuning.train, "id": ids}, test=tuning.test,
-                     target_ids=tuning.target_ids)
+  ids[appended] += max(shift, 0)
+  return dataclasses.replace(tuning, train={**tuning.train, "id": ids})
+
+
+def neighbour_features(config: ml_collections.ConfigDict, sed_config: ml_collections.ConfigDict,
+                       workdir: str, train_split: dict, atypicality: np.ndarray | None,
+                       model: Any, mesh: jax.sharding.Mesh,
+                       writer: utils.MetricWriter) -> np.ndarray | None:
+  """Features of every training row that rank the `nearest` generator's candidates under
+  `sed.similarity='embedding'` (None when `sed_config` needs none: `sed_lib.needs_features`).
+
+  The probe (`recipe.neighbour_probe`) trains with the study's recipe (`config.train`) on the
+  training split without the targets that `sed_config` picks (`sed_lib.target_rows`), and is
+  checkpointed under checkpoints/neighbours/seed_<sed.seed> of `workdir`, so a rerun restores
+  it. The features are its penultimate-layer activations in evaluation mode (the input of its
+  last Dense layer, `remedies.detect.embeddings`).
+
+  Why not the selection probe of `sed.selection='atypical'`, which exists anyway: it trains on
+  a random half of the split. Under random or class-balanced selection that half may hold a
+  target, whose features would then carry what the probe fitted of that very example, so
+  similarity to t would be measured through t's own influence, the quantity the study
+  measures. And under any selection it saw half of the candidates and not the other half, which
+  a trained network embeds differently (seen examples sit tighter in their class). This probe
+  saw no target and every candidate.
+  """
+  if not sed_lib.needs_features(sed_config):
+    return None
+  targets = sed_lib.target_rows(train_split, sed_config, atypicality)
+  probe = recipe.neighbour_probe(sed_config, train_split, targets)
+  logging.info("stage: neighbour probe (%d examples, the training split without its %d "
+               "targets; its features rank the nearest neighbours)", len(probe.data["label"]),
+               len(targets))
+  state, _ = recipe.fit(
+      probe, lambda key: train.create_state(model, key, train_split["image"].shape[1:]),
+      config.train, mesh=mesh, workdir=workdir, writer=writer)
+  return detect.embeddings(state, train_split["image"], mesh=mesh,
+                           batch_size=int(config.eval.batch_size))
 
 
 def probe_margins(config: ml_collections.ConfigDict, workdir: str, train_split: dict,
