@@ -14,6 +14,10 @@ unlearning methods (finetune, grad_ascent, grad_diff, kl_min, npo, simnpo). Vari
     :similar=20            paraphrases per target
     :dataset=jsonl:/path/qa.jsonl   your own QA pairs with provenance (unlearn_jax/lm/data.py)
     :dataset=squad         a tfds QA dataset prepared in --config.data_dir
+    :tune=1                tune every method on a tuning SED (the QA SED of qa.seed =
+                           tune.sed_seed: other targets) before the seeds run, minimising
+                           |res nll| + |res mia| within a 0.10 ROUGE-L utility budget
+                           (unlearn_jax/tune.py): 12 TPE trials each, 3 under :runlocal
 
 Single fields: `--config.qa.num_targets=20`, `--config.train.epochs=60`,
 `--config.unlearn.npo.beta=0.1`.
@@ -27,7 +31,8 @@ from unlearn_jax.lm import defaults
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The LM study config; `arg` selects a variant (see the module docstring)."""
-  arg = config_lib.parse_arg(arg, runlocal=False, seeds=1, methods=(), similar=-1, dataset="")
+  arg = config_lib.parse_arg(arg, runlocal=False, seeds=1, methods=(), similar=-1, dataset="",
+                             tune=False)
   config = defaults.base_config()
   config.seeds = tuple(range(arg.seeds))
   if arg.methods:
@@ -41,4 +46,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.qa.num_rest, config.qa.num_test = 240, 80
     config.model_kwargs.width, config.model_kwargs.heads = 64, 4
     config.train.log_every = 20
+  if arg.tune:
+    config.tune.enabled = True
+    config.tune.trials, config.tune.startup_trials = (3, 2) if arg.runlocal else (12, 6)
+    if arg.runlocal:  # clean trains in ~6 s: a tenth is below a method's compilation time
+      config.tune.cost_cap = 1.0
   return config

@@ -378,20 +378,26 @@ def build_tune(config: ml_collections.ConfigDict) -> None:
 def check_tune(config: ml_collections.ConfigDict) -> None:
   """Checks tune; the search spaces and the storage are checked when a study starts (tune.py)."""
   t = config.tune
-  c.require_bool("tune.enabled", t.enabled)
-  c.require_integers("tune", t, trials=1, startup_trials=0, grid_points=2, seed=0, sed_seed=0)
-  c.require_choice("tune.sampler", t.sampler, ("tpe", "grid"))
-  c.require_choice("tune.mode", t.mode, ("tuning", "oracle"))
+  check_tune_fields(t, registry.residue_scores("logits") + ("mia",))
   evaluated = {int(config.sed.seed), *(int(k) for k in c.as_tuple(config.sed_seeds))}
   c.require(t.mode == "oracle" or int(t.sed_seed) not in evaluated, "tune.sed_seed",
             t.sed_seed, "must differ from sed.seed and every sed_seeds entry (the tuning "
             "targets are other targets)")
+
+
+def check_tune_fields(t: ml_collections.ConfigDict, scores: tuple[str, ...]) -> None:
+  """The rules of the `tune` fields that both tracks share; `scores` are the track's residue
+  scores an objective may name."""
+  c.require_bool("tune.enabled", t.enabled)
+  c.require_integers("tune", t, trials=1, startup_trials=0, grid_points=2, seed=0, sed_seed=0)
+  c.require_choice("tune.sampler", t.sampler, ("tpe", "grid"))
+  c.require_choice("tune.mode", t.mode, ("tuning", "oracle"))
   c.require_number("tune.max_test_drop", t.max_test_drop, low=0, high=1)
   c.require_number("tune.cost_cap", t.cost_cap, low=0, low_open=True)
   objective = c.as_tuple(t.objective)
   c.require(bool(objective), "tune.objective", t.objective, "names at least one residue score")
   for score in objective:
-    c.require_choice("tune.objective", score, registry.residue_scores("logits") + ("mia",))
+    c.require_choice("tune.objective", score, scores)
 
 
 # (build, check) of every section, in the order of the fields in config.json (and of the checks);

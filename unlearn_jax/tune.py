@@ -8,9 +8,12 @@ runs the method from the tuning `original` with parameters drawn from the method
 search space (`methods.search_space`, covering its authors' values), and is scored by:
 
 * objective: Σ over `tune.objective` scores of |mean residue| on the tuning targets (margin and
-  the loss-attack membership AUC by default: 0 = like `clean`, the model that never saw them);
+  the loss-attack membership AUC by default, answer NLL and that AUC on the language-model
+  track: 0 = like `clean`, the model that never saw them);
 * feasibility: test accuracy at least the tuning original's minus `tune.max_test_drop`, and an
-  unlearning time at most `tune.cost_cap` × the tuning `clean` model's training time;
+  unlearning time at most `tune.cost_cap` × the tuning `clean` model's training time (on the
+  language-model track "test accuracy" is its utility, `UTILITY`: the ROUGE-L recall of the
+  answers to unrelated training questions);
 * the rule that picks the trial: the feasible trial with the smallest objective; when no trial
   is feasible, the one with the smallest test-accuracy drop (`feasible: false` in the summary).
 
@@ -51,6 +54,9 @@ from unlearn_jax.report import tables
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 ORACLE_LABEL = "oracle: tuned on the evaluated targets (an upper bound, not a fair comparison)"
 INFEASIBLE = 1e3  # objective offset of a trial that breaks a constraint (ranked after all others)
+# What a track's tuning keeps within `tune.max_test_drop` (`Outcome.acc_test`, tuning.csv's
+# `acc_test`), in the words of its plots and logs.
+UTILITY = {"image": "test accuracy", "lm": "utility (ROUGE-L R)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,8 +309,10 @@ def apply(config: ml_collections.ConfigDict, name: str, params: dict) -> ml_coll
   return cfg
 
 
-def save_plot(rows: list[dict], name: str, path: str, score: str) -> None:
-  """Residue against test accuracy over a method's trials (the trade-off its space offers)."""
+def save_plot(rows: list[dict], name: str, path: str, score: str,
+              utility: str = UTILITY["image"]) -> None:
+  """Residue against test accuracy (`utility`: the track's words for it, `UTILITY`) over a
+  method's trials (the trade-off its space offers)."""
   own = [r for r in rows if r["method"] == name and f"residue_{score}" in r]
   if not own:
     return
@@ -316,7 +324,7 @@ def save_plot(rows: list[dict], name: str, path: str, score: str) -> None:
     ax.scatter([r["acc_test"] for r in points], [r[f"residue_{score}"] for r in points],
                marker=marker, label="feasible" if feasible else "infeasible")
   ax.axhline(0.0, color="grey", lw=0.8)
-  ax.set_xlabel("test accuracy (tuning SED)")
+  ax.set_xlabel(f"{utility} (tuning SED)")
   ax.set_ylabel(f"{score} residue (tuning targets)")
   ax.set_title(f"{name}: {len(own)} trials")
   ax.legend(fontsize=8)
@@ -333,7 +341,8 @@ def write_outputs(config: ml_collections.ConfigDict, workdir: str, names, track:
   utils.write_text(os.path.join(workdir, "report", "tuning.csv"), tables.to_csv(rows))
   score = config_lib.as_tuple(config.tune.objective)[0]
   for name in names:
-    save_plot(rows, name, os.path.join(workdir, "report", "plots", f"tuning_{name}.png"), score)
+    save_plot(rows, name, os.path.join(workdir, "report", "plots", f"tuning_{name}.png"), score,
+              UTILITY.get(track, UTILITY["image"]))
 
 
 def run(task, names) -> dict[str, dict[str, Any]]:
@@ -386,8 +395,9 @@ def run(task, names) -> dict[str, dict[str, Any]]:
     choices[name] = {**tune_method(config, task.workdir, name, space, run_trial,
                                    baseline_acc=baseline[1], cap_s=cap_s, track=task.track),
                      "mode": ORACLE_LABEL if config.tune.mode == "oracle" else "tuning SED"}
-    logging.info("tuning %s: chose %s (objective %.3f, %s)", name, choices[name]["params"],
-                 choices[name]["objective"],
-                 "feasible" if choices[name]["feasible"] else "no feasible trial")
+    logging.info("tuning %s: chose %s (objective %.3f, %s; %s of the tuning original %.3f)",
+                 name, choices[name]["params"], choices[name]["objective"],
+                 "feasible" if choices[name]["feasible"] else "no feasible trial",
+                 UTILITY.get(task.track, UTILITY["image"]), baseline[1])
   write_outputs(config, task.workdir, list(choices), task.track)
   return choices

@@ -37,6 +37,7 @@ from __future__ import annotations
 import ml_collections
 
 from unlearn_jax import config as config_lib
+from unlearn_jax import defaults as image_defaults
 
 TRACK = "lm"
 # Per-target scores whose influence residue the study reports (docs/design.md §3.6):
@@ -147,6 +148,38 @@ def check_unlearning(config: ml_collections.ConfigDict) -> None:
     methods.check_config(name, methods.method_config(config, name), track=TRACK)
 
 
+def build_tune(config: ml_collections.ConfigDict) -> None:
+  """The language-model track's values of the tuning section (tune.py, docs/design.md §4.2);
+  its other fields, and their comments, are the image track's (`defaults.build_tune`, the
+  section before this one in SECTIONS)."""
+  # QA SED seed of the tuning targets (`qa.seed = sed_seed`: another fictitious world for the
+  # offline generator, other pairs for a tfds dataset; never `qa.seed`). A `jsonl:` dataset
+  # fixes its targets and tunes only with `mode='oracle'`.
+  config.tune.sed_seed = 1000
+  # LM residue scores (RESIDUE_SCORES, or 'mia': the loss attack's AUC) whose |mean residue|
+  # over the tuning targets the tuner minimises (their sum): the answer NLL and the membership
+  # AUC, the LM analogues of the image track's margin and mia.
+  config.tune.objective = ("nll", "mia")
+  # Feasible: utility at least the tuning original's minus this. On the LM track the tuner's
+  # "test accuracy" (`acc_test` in tuning.csv) is this utility: ROUGE-L recall of the greedy
+  # answers to unrelated training questions (the record's `rouge_l.rest`); 0.10 is
+  # lm/select_lr.py's UTILITY_BUDGET, the budget the default learning rates were chosen under.
+  config.tune.max_test_drop = 0.10
+
+
+def check_tune(config: ml_collections.ConfigDict) -> None:
+  """Checks tune with the LM's scores and seeds; the search spaces and the storage are checked
+  when a study starts (tune.py)."""
+  t = config.tune
+  image_defaults.check_tune_fields(t, RESIDUE_SCORES + ("mia",))
+  c.require(t.mode == "oracle" or int(t.sed_seed) != int(config.qa.seed), "tune.sed_seed",
+            t.sed_seed, "must differ from qa.seed (the tuning targets are other targets)")
+  c.require(not (t.enabled and t.mode == "tuning" and str(config.dataset).startswith("jsonl:")),
+            "tune.enabled", t.enabled,
+            f"dataset {config.dataset!r} fixes its targets, so no tuning SED of other targets "
+            "can be drawn from it; set tune.mode='oracle' (an upper bound) or tune.enabled=False")
+
+
 def build_evaluation(config: ml_collections.ConfigDict) -> None:
   """Scoring, generation and the residue floors."""
   # Evaluation: scoring, generation and the residue floors.
@@ -169,9 +202,12 @@ def check_evaluation(config: ml_collections.ConfigDict) -> None:
 
 
 # (build, check) of every section, in the order of the fields in config.json (and of the checks);
-# seeds and overwrite are the image track's sections.
+# seeds and overwrite are the image track's sections, and so is tune, built by the image track's
+# build_tune, then given the LM's values by build_tune (whose check_tune checks it all).
 SECTIONS = ((build_data, check_data), (build_model, check_model), (build_train, check_train),
-            (build_unlearning, check_unlearning), (c.build_seeds, c.check_seeds),
+            (build_unlearning, check_unlearning),
+            (image_defaults.build_tune, lambda config: None), (build_tune, check_tune),
+            (c.build_seeds, c.check_seeds),
             (build_evaluation, check_evaluation), (c.build_overwrite, c.check_overwrite))
 
 

@@ -1,4 +1,5 @@
-"""summary.json and report.md of a language-model study (docs/design.md §2.3, §4.2)."""
+"""summary.json and report.md of a language-model study (docs/design.md §2.3, §4.2), with the
+tuned settings when the study tuned its methods (tune.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from unlearn_jax.data import sed as sed_lib
-from unlearn_jax.report import tables
+from unlearn_jax.report import protocol, tables
 
 TABLE_COLUMNS = (
     ("time s", "time_s", 1), ("NLL T", "nll.target", 2), ("NLL S", "nll.similar", 2),
@@ -30,7 +31,9 @@ RESIDUE_COLUMNS = (
 
 
 def build_summary(config, task, records, status) -> dict[str, Any]:
-  """summary.json: the image track's schema with the LM's scores."""
+  """summary.json: the image track's schema with the LM's scores; a tuned method's choice
+  (`task.tuned`, tune.py) under `methods.<m>.tuning`, and every `config.tune` field under
+  `tuning`, as the image track writes them."""
   summary = {
       "track": "lm", "dataset": config.dataset, "model": config.model,
       "seeds": list(records.keys()),
@@ -46,7 +49,37 @@ def build_summary(config, task, records, status) -> dict[str, Any]:
       "status": status,
   }
   tables.add_floor(summary)
+  tuned = getattr(task, "tuned", {})
+  for name, chosen in tuned.items():
+    if name in summary["methods"]:
+      summary["methods"][name]["tuning"] = chosen
+  if tuned:
+    summary["tuning"] = {key: config.tune[key] for key in config.tune.keys()}
   return summary
+
+
+def tuning_markdown(summary: dict[str, Any]) -> str:
+  """The tuned settings: the image track's table (`protocol.tuning_markdown`), read with the
+  LM track's objective and constraint; '' when nothing was tuned."""
+  text = protocol.tuning_markdown(summary)
+  if not text:
+    return ""
+  heading, table = text.split("\n\n")[:2]  # the image track's reading of the table follows
+  setting = summary["tuning"]
+  objective = " + ".join(f"|res {s}|" for s in setting["objective"])
+  tuned_on = ("the evaluated targets themselves (oracle: an upper bound, not a fair comparison)"
+              if setting["mode"] == "oracle" else
+              f"a tuning SED (the QA SED of qa.seed {setting['sed_seed']}: other targets, never "
+              "the evaluated ones, with its own original and clean under tuning/)")
+  return "\n".join([
+      heading, "", table, "",
+      f"Each method was tuned with {setting['trials']} {setting['sampler']} trials (seed "
+      f"{setting['seed']}) on {tuned_on}, minimising {objective} over its targets among the "
+      f"trials whose utility (ROUGE-L recall of the answers to unrelated training questions, "
+      f"`ROUGE-L R`) stayed within {setting['max_test_drop']} of its original's and whose "
+      f"time stayed under {setting['cost_cap']} × its clean model's training time (`feasible`; "
+      "without any, the trial with the smallest utility drop). Every trial: tuning.csv (its "
+      "`acc_test` column is this utility); trade-offs: plots/tuning_<method>.png."]) + "\n"
 
 
 def markdown_report(summary: dict[str, Any]) -> str:
@@ -80,6 +113,9 @@ def markdown_report(summary: dict[str, Any]) -> str:
     parts = ", ".join(f"{k} {v:.2f}" for k, v in floor.items()
                       if isinstance(v, float) and np.isfinite(v))
     lines += ["", f"Noise floor (clean_alt residue): {parts}."]
+  tuning = tuning_markdown(summary)
+  if tuning:
+    lines += ["", tuning.rstrip("\n")]
   failures = [f"- {k}: {v}" for k, v in summary.get("status", {}).items() if v != "ok"]
   if failures:
     lines += ["", "Failures:", *failures]

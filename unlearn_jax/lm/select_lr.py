@@ -2,8 +2,10 @@
 
 docs/design.md §4.2: a method's setting is chosen on a *tuning SED* — other targets, drawn with
 another SED seed — and only then applied to the evaluated targets. This module does that for one
-hyper-parameter of the LM methods, the learning rate, over a fixed grid (the image track tunes
-every declared hyper-parameter with tune.py; the LM track does not yet: docs/design.md §4.6):
+hyper-parameter of the LM methods, the learning rate, over a fixed grid; it chose the defaults
+(lm.defaults.METHOD_LR) that an untuned LM study runs with. A study with `tune.enabled` tunes
+every declared hyper-parameter with tune.py instead (`configs/sed_qa.py:tune=1`), on its own
+tuning SED, under this module's utility budget (`tune.max_test_drop`):
 
     python -m unlearn_jax.lm.select_lr --config=configs/sed_qa.py:runlocal \\
         --workdir=/tmp/select_lr --sed_seed=1
