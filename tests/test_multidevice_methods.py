@@ -50,6 +50,7 @@ TOY = textwrap.dedent("""
         u[name].epochs = 2
       u.scrub.epochs, u.scrub.msteps, u.scrub.retain_steps, u.scrub.batch_size = 1, 1, 1, 10
       u.bad_teacher.batch_size = 10
+      u.fnn.batch_size, u.fnn.iterations = 10, 2
       u.fisher.max_examples = 16
       u.ssd.batch_size = 16
       u.influence.cg_steps, u.influence.batch_size = 3, 12
