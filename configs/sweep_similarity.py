@@ -32,6 +32,23 @@ Variants after `:` (comma-separated; tuples take `+`-separated items):
 Single fields: `--config.parallel=4`, `--config.devices_per_point=1` (one GPU per worker),
 `--config.study.data_dir=/data/tfds`, `--config.grid.sed.similar_per_target=0,10,100`,
 `--config.study.train.epochs=5`.
+
+Where the points run (`--config.executor`): `local` (default; `parallel` at once on this
+machine) or `slurm`, one SLURM job array of the missing points through submitit:
+
+    python -m unlearn_jax.sweep --config=configs/sweep_similarity.py --workdir=/shared/sweep \
+        --config.executor=slurm --config.slurm.partition=gpu --config.slurm.gpus_per_node=1 \
+        --config.slurm.time_min=240 --config.slurm.array_parallelism=8 \
+        --config.slurm.sbatch_options=qos=normal,account=lab
+
+`slurm.partition` ('' = the default), `slurm.time_min` (per job; a job that reaches it, or is
+preempted, is requeued and resumes from its checkpoints), `slurm.nodes` (> 1: each point's
+study spans the nodes with jax.distributed), `slurm.gpus_per_node`, `slurm.cpus_per_point`,
+`slurm.mem_gb`, `slurm.array_parallelism` (points at once) and `slurm.sbatch_options` (extra
+sbatch options, `key=value` comma-separated). The command waits for the array and writes the
+report; after a cancelled job (or a killed command) the same command submits only the points
+without a report/summary.json. `--dry_run` prints what would be submitted and the sbatch
+script. The workdir must be on a file system the nodes share.
 """
 
 import ml_collections

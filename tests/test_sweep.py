@@ -117,6 +117,10 @@ def test_grid_values_take_the_study_fields_type_and_clashing_leaves_use_paths():
      "single study field"),
     (lambda c: c.grid.sed.__setattr__("ratio", ("high",)), "config.grid.sed.ratio"),
     (lambda c: c.__setattr__("parallel", 0), "config.parallel=0"),
+    (lambda c: c.__setattr__("executor", "pbs"), "config.executor='pbs'"),
+    (lambda c: c.slurm.__setattr__("nodes", 0), "config.slurm.nodes=0"),
+    (lambda c: c.slurm.__setattr__("sbatch_options", "qos"),
+     "config.slurm.sbatch_options='qos': 'qos' is not KEY=VALUE"),
     (lambda c: c.grid.sed.__setattr__("block", (4, 99)),
      "point block=99,ratio=0.25,similar_per_target=5: config.sed.block=99"),
 ])
@@ -190,6 +194,22 @@ def test_completeness_needs_the_same_config_and_a_report_newer_than_it(tmp_path)
   assert sweep.is_complete(other)
   other.config.sed.seed = 7
   assert not sweep.is_complete(other)
+
+
+def test_slurm_options_and_the_dry_run_of_a_slurm_sweep(tmp_path):
+  from configs import sweep_similarity  # pylint: disable=g-import-not-at-top
+  from unlearn_jax import executors  # pylint: disable=g-import-not-at-top
+  assert executors.sbatch_options(" qos=high, --account=lab,mail-type=END") == {
+      "qos": "high", "account": "lab", "mail_type": "END"}
+  config = sweep_similarity.get_config("runlocal")
+  config.executor, config.slurm.partition, config.slurm.gpus_per_node = "slurm", "gpu", 2
+  config.slurm.sbatch_options = "qos=high"
+  record = sweep.run(config, str(tmp_path / "never"), dry_run=True)
+  assert record["to_run"] == [p.name for p in sweep.expand(config, "")] and not record["complete"]
+  for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=2", "#SBATCH --qos=high",
+               "#SBATCH --time=240"):
+    assert line in record["sbatch"], record["sbatch"]
+  assert "partition gpu" in record["where"] and not os.path.exists(tmp_path / "never")
 
 
 def test_worker_slots_get_their_own_gpus(monkeypatch):

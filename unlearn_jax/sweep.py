@@ -1,6 +1,8 @@
 """Similarity sweeps: a grid of studies in one resumable command, aggregated into one report.
 
     python -m unlearn_jax.sweep --config=configs/sweep_similarity.py:runlocal --workdir=/tmp/sweep
+    python -m unlearn_jax.sweep --config=configs/sweep_similarity.py --workdir=/shared/sweep \
+        --config.executor=slurm --config.slurm.partition=gpu --config.slurm.gpus_per_node=1
 
 A sweep config holds a base study config (`config.study`) and a grid (`config.grid`, shaped like
 the study config, every leaf a tuple of values, e.g. `grid.sed.similar_per_target = (0, 5, 20)`).
@@ -16,10 +18,16 @@ Why each piece is there:
 * Points whose studies would be identical share one sub-workdir: with no similar samples the
   generator's parameters are unused, and each generator uses only its own parameters, so
   `similar_per_target=0` is trained once for every mask ratio.
-* `parallel=N` runs N points at once, each in a spawned worker process that writes only its
-  own sub-workdir and log (`WORKDIR/logs/<name>.log`); a file lock per point keeps two sweep
-  processes (or a worker that outlives a killed parent) from running one point twice.
-  `devices_per_point=k` gives worker slot i its own k GPUs (CUDA_VISIBLE_DEVICES).
+* Points run where `executor` says, through submitit (`unlearn_jax.executors`): `'local'`
+  with `parallel=N` runs N at once, each in its own process writing only its own sub-workdir
+  and log (`WORKDIR/logs/<name>.log`; `devices_per_point=k` gives slot i its own k GPUs);
+  `'slurm'` submits the missing points as one SLURM job array (`config.slurm`: partition, time,
+  nodes and GPUs per point, array parallelism, extra sbatch options), waits for them and
+  aggregates the report. A preempted or timed-out job is requeued and its study resumes from
+  its checkpoints; a cancelled one is recorded as not finished and the next call of the same
+  command submits it again. `--dry_run` says what would run (and the sbatch script). A file
+  lock per point remains only for two commands sharing one sweep workdir (a rerun while an
+  earlier call's jobs still run): the second waits, then finds the point complete.
 * A failed point is recorded with its error in report/sweep.json and the others go on; the
   aggregated report (`unlearn_jax.report.sweep_report`) covers every complete point.
 * `--distributed` (multi-host, e.g. every host of a TPU pod slice running the same command):
@@ -27,7 +35,8 @@ Why each piece is there:
   which points are complete is broadcast to the others, and only it writes the reports.
 
 Layout: WORKDIR/{sweep_config.json, points/<name>/ (a study workdir each), logs/<name>.log
-(parallel workers' output), report/{sweep.json, sweep.csv, report.md, *.png}}.
+(each point's output when it runs in its own process), jobs/ (submitit's pickles, results and
+the engines' own logs), report/{sweep.json, sweep.csv, report.md, *.png}}.
 """
 
 from __future__ import annotations
@@ -39,7 +48,6 @@ import itertools
 import json
 import os
 import re
-import signal
 import sys
 import time
 import traceback
@@ -78,6 +86,21 @@ def base_config() -> ml_collections.ConfigDict:
   # CUDA_VISIBLE_DEVICES); 0 lets every worker see every device (memory is then allocated on
   # demand rather than preallocated, so the workers can share it).
   config.devices_per_point = 0
+  # Where points run: 'local' (this machine: in this process with parallel=1, else parallel
+  # processes through submitit's LocalExecutor) or 'slurm' (one SLURM job array of the missing
+  # points through submitit; the command waits for them and aggregates the report).
+  config.executor = "local"
+  # executor='slurm': what each point's job asks for.
+  config.slurm = ml_collections.ConfigDict()
+  config.slurm.partition = ""  # '' = the cluster's default partition
+  config.slurm.time_min = 240  # time limit per job; a job that reaches it is requeued
+  config.slurm.nodes = 1  # > 1: the point's study runs over every node (jax.distributed)
+  config.slurm.gpus_per_node = 0
+  config.slurm.cpus_per_point = 4  # per node
+  config.slurm.mem_gb = 0  # 0 = the partition's default
+  config.slurm.array_parallelism = 16  # points running at once
+  # Extra sbatch options, `key=value` comma-separated (e.g. 'qos=high,account=lab').
+  config.slurm.sbatch_options = ""
   # Rerun complete points whose study recorded a failed or diverged method.
   config.retry_failed_methods = False
   # Aggregated report: residue scores to tabulate and plot against the grid axes (`margin`,
@@ -225,6 +248,16 @@ def validate(config: ml_collections.ConfigDict) -> list[Point]:
   config_lib.check_keys(config, base_config(), free=("config.study", "config.grid"))
   config_lib.require_number("parallel", config.parallel, low=1, integer=True)
   config_lib.require_number("devices_per_point", config.devices_per_point, low=0, integer=True)
+  config_lib.require(config.executor in ("local", "slurm"), "executor", config.executor,
+                     "must be 'local' or 'slurm'")
+  for field, low in (("time_min", 1), ("nodes", 1), ("gpus_per_node", 0), ("cpus_per_point", 1),
+                     ("mem_gb", 0), ("array_parallelism", 1)):
+    config_lib.require_number(f"slurm.{field}", config.slurm[field], low=low, integer=True)
+  try:
+    executors_options(config.slurm.sbatch_options)
+  except ValueError as error:
+    raise config_lib.ConfigError(f"config.slurm.sbatch_options={config.slurm.sbatch_options!r}:"
+                                 f" {error}") from None
   config_lib.require(isinstance(config.retry_failed_methods, bool), "retry_failed_methods",
                      config.retry_failed_methods, "must be True or False")
   scores = config_lib.as_tuple(config.report.scores)
@@ -236,15 +269,21 @@ def validate(config: ml_collections.ConfigDict) -> list[Point]:
       defaults.validate(point.config)
     except config_lib.ConfigError as error:
       raise config_lib.ConfigError(f"point {point.name}: {error}") from None
-  if config.parallel > 1:  # spawned workers start from a fresh interpreter
+  if config.parallel > 1 or config.executor != "local":  # workers start a fresh interpreter
     in_process = sorted({p.config.dataset for p in points} & set(sources.registered())) + [
         name for name in config_lib.as_tuple(config.study.methods)
         if name != "all" and ":" not in name and name not in methods.builtin_names()]
     config_lib.require(not in_process, "parallel", config.parallel,
                        f"worker processes do not see what was registered in this process "
-                       f"({', '.join(in_process)}); use parallel=1, or name methods by import "
-                       "path (package.module:function)")
+                       f"({', '.join(in_process)}); use parallel=1 and executor='local', or "
+                       "name methods by import path (package.module:function)")
   return points
+
+
+def executors_options(text: str) -> dict[str, str]:
+  """`config.slurm.sbatch_options` as a dict (see `executors.sbatch_options`)."""
+  from unlearn_jax import executors  # pylint: disable=g-import-not-at-top
+  return executors.sbatch_options(text)
 
 
 def check_datasets_prepared(points: list[Point]) -> None:
@@ -361,41 +400,6 @@ def run_point(point: Point, sweep_workdir: str, retry_failed_methods: bool = Fal
   return {"status": "ok", "ran": True, "method_errors": errors}
 
 
-def _worker(point: Point, sweep_workdir: str, retry_failed_methods: bool, env: dict[str, str],
-            log_path: str, parent_pid: int, connection) -> None:
-  """Entry of a spawned worker process: runs one point with its output in its own log file."""
-  _exit_with_parent(parent_pid)
-  os.environ.update(env)  # before JAX initialises a backend (it does so lazily)
-  os.makedirs(os.path.dirname(log_path), exist_ok=True)
-  descriptor = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-  os.dup2(descriptor, 1)
-  os.dup2(descriptor, 2)
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  flags.FLAGS.mark_as_parsed()  # absl's log format and INFO level without parsing argv
-  logging.use_absl_handler()
-  logging.set_verbosity(logging.INFO)
-  try:
-    result = run_point(point, sweep_workdir, retry_failed_methods)
-  except preemption.Preempted as error:
-    result = {"status": "interrupted", "ran": True, "error": str(error)}
-  connection.send(result)
-  connection.close()
-  sys.stdout.flush()
-  sys.stderr.flush()
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-  """Asks Linux to send this worker SIGTERM (checkpoint and exit) when the sweep process dies."""
-  try:
-    import ctypes  # pylint: disable=g-import-not-at-top
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-  except (OSError, AttributeError):
-    pass  # not Linux: a killed sweep leaves its workers running to the end of their point
-  if os.getppid() != parent_pid:  # the parent died before prctl took effect
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
 def slot_env(slot: int, devices_per_point: int, parallel: int) -> dict[str, str]:
   """Environment of worker slot `slot`: its own GPUs, or on-demand memory on shared devices."""
   if parallel == 1:
@@ -433,12 +437,14 @@ class Progress:
             f"sweep ETA {utils.format_seconds(eta)}")
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def run(config: ml_collections.ConfigDict, workdir: str, dry_run: bool = False
+        ) -> dict[str, Any]:
   """Runs (or resumes) every point of the sweep and writes the aggregated report.
 
   Args:
     config: a sweep config (see `base_config`).
     workdir: the sweep's directory (created if needed).
+    dry_run: only say (log and return) which points would run, and where; writes nothing.
 
   Returns:
     The sweep record, also written to WORKDIR/report/sweep.json: grid, points with their status
@@ -454,7 +460,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   points = expand(config, workdir)
   check_datasets_prepared(points)
   parallel = int(config.parallel)
-  multihost = parallel == 1 and _process_count() > 1
+  multihost = parallel == 1 and config.executor == "local" and _process_count() > 1
   main_process = not multihost or utils.is_main_process()
   jobs = list({point.workdir: point for point in points}.values())  # shared studies run once
   complete = _agree([is_complete(job, config.retry_failed_methods) for job in jobs], multihost)
@@ -462,8 +468,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                             "method_errors": method_errors(job.workdir)}
                               for job, done in zip(jobs, complete) if done}
   pending = [job for job, done in zip(jobs, complete) if not done]
-  logging.info("sweep: %d points (%d studies): %d complete, %d to run (parallel=%d) in %s",
-               len(points), len(jobs), len(jobs) - len(pending), len(pending), parallel, workdir)
+  logging.info("sweep: %d points (%d studies): %d complete, %d to run (%s) in %s",
+               len(points), len(jobs), len(jobs) - len(pending), len(pending),
+               where(config), workdir)
+  if dry_run:
+    return {"dry_run": True, "where": where(config), "sbatch": _sbatch_text(config, workdir),
+            "complete": [job.name for job, done in zip(jobs, complete) if done],
+            "to_run": [job.name for job in pending]}
   if main_process:
     utils.write_json(os.path.join(workdir, "sweep_config.json"), json.loads(config.to_json()))
   progress = Progress(len(jobs), len(jobs) - len(pending), parallel)
@@ -475,10 +486,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   preemption.install()
   try:
-    if parallel == 1:
+    if parallel == 1 and config.executor == "local":
       _run_in_process(pending, workdir, config, results, progress, write, not multihost)
     else:
-      _run_in_workers(pending, workdir, config, results, progress, write)
+      _run_in_executor(pending, workdir, config, results, progress, write)
   finally:
     write()
   final = record()
@@ -486,6 +497,30 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     sweep_report.write(workdir, final, config_lib.as_tuple(config.report.scores))
     logging.info("sweep report written to %s", os.path.join(workdir, "report"))
   return final
+
+
+def where(config: ml_collections.ConfigDict) -> str:
+  """Where the points run, in words (log lines, --dry_run)."""
+  if config.executor == "slurm":
+    slurm = config.slurm
+    return (f"SLURM job array: partition {slurm.partition or '(default)'}, {slurm.time_min} min, "
+            f"{slurm.nodes} node(s) × {slurm.gpus_per_node} GPU(s) and {slurm.cpus_per_point} "
+            f"CPUs per point, at most {slurm.array_parallelism} at once"
+            + (f", sbatch options {slurm.sbatch_options}" if slurm.sbatch_options else ""))
+  if int(config.parallel) == 1:
+    return "local: one point after the other in this process"
+  return f"local: {config.parallel} points at once, each in its own process"
+
+
+def _sbatch_text(config: ml_collections.ConfigDict, workdir: str) -> str | None:
+  """The sbatch script submitit would submit (executor='slurm'), for --dry_run."""
+  if config.executor != "slurm":
+    return None
+  from unlearn_jax import executors  # pylint: disable=g-import-not-at-top
+  executor = executors.make(config, workdir)
+  # pylint: disable-next=protected-access
+  return executor._executor._make_submission_file_text("python -m submitit.core._submit ...",
+                                                       "SWEEP_POINT")
 
 
 def _process_count() -> int:
@@ -534,62 +569,69 @@ def _run_in_process(pending, workdir, config, results, progress, write, use_lock
     write()
 
 
-def _run_in_workers(pending, workdir, config, results, progress, write) -> None:
-  """parallel=N: each point in a spawned worker process, at most N at once."""
-  import multiprocessing  # pylint: disable=g-import-not-at-top
-  from multiprocessing import connection as mp_connection  # pylint: disable=g-import-not-at-top
-  context = multiprocessing.get_context("spawn")
-  parallel = int(config.parallel)
-  envs = [slot_env(slot, config.devices_per_point, parallel) for slot in range(parallel)]
-  queue, running = list(pending), {}  # running: sentinel -> (point, process, pipe, slot, start)
+def _run_in_executor(pending, workdir, config, results, progress, write) -> None:
+  """parallel=N or executor='slurm': every point through a submitit executor (see executors).
+
+  Local: at most `parallel` points at once, each in its own process. SLURM: one job array of
+  every pending point, as many at once as `slurm.array_parallelism` and the cluster allow.
+  """
+  from unlearn_jax import executors  # pylint: disable=g-import-not-at-top
+  slurm = config.executor == "slurm"
+  parallel = len(pending) if slurm else int(config.parallel)
+  envs = [None] * parallel if slurm else [
+      slot_env(slot, config.devices_per_point, parallel) for slot in range(parallel)]
+  executor = executors.make(config, workdir)
+  log = lambda point: os.path.join(workdir, LOGS_DIR, f"{point.name}.log")
+  job_of = executors.PointJob()
+  parent = None if slurm else os.getpid()
+  queue, running = list(pending), {}  # running: job -> (point, slot, start)
   free_slots = list(range(parallel))
+  if slurm and queue:
+    jobs = executor.map_array(job_of, queue, [workdir] * len(queue),
+                              [config.retry_failed_methods] * len(queue), envs,
+                              [log(p) for p in queue], [None] * len(queue))
+    logging.info("sweep: submitted %d points as SLURM job array %s (engine logs: %s)",
+                 len(jobs), str(jobs[0].job_id).split("_")[0],
+                 os.path.join(workdir, executors.JOBS_DIR))
+    for index, (point, job) in enumerate(zip(queue, jobs)):
+      running[job] = (point, free_slots.pop(0), time.perf_counter())
+      logging.info("sweep: point %d/%d %s is SLURM job %s (log: %s)",
+                   progress.done + index + 1, progress.total, point.name, job.job_id, log(point))
+    queue = []
   try:
     while queue or running:
       while queue and free_slots and not preemption.requested():
         point, slot = queue.pop(0), free_slots.pop(0)
-        log = os.path.join(workdir, LOGS_DIR, f"{point.name}.log")
-        receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(
-            target=_worker, name=f"sweep:{point.name}",
-            args=(point, workdir, config.retry_failed_methods, envs[slot], log, os.getpid(),
-                  sender))
-        process.start()
-        sender.close()
+        job = executor.submit(job_of, point, workdir, config.retry_failed_methods, envs[slot],
+                              log(point), parent)
         _start_line(point, progress.done + progress.failed + len(running) + 1, progress.total,
-                    log)
-        running[process.sentinel] = (point, process, receiver, slot, time.perf_counter())
+                    log(point))
+        running[job] = (point, slot, time.perf_counter())
       if preemption.requested():
         queue.clear()
-        for _, process, *_ in running.values():
-          if process.is_alive():
-            os.kill(process.pid, signal.SIGTERM)
-      for sentinel in mp_connection.wait(list(running), timeout=1.0):
-        point, process, receiver, slot, start = running.pop(sentinel)
-        process.join()
-        if receiver.poll():
-          result = receiver.recv()
-        else:  # killed (out of memory, a signal) before it could report
-          result = {"status": "interrupted" if preemption.requested() else "failed",
-                    "ran": True,
-                    "error": f"worker process exited with code {process.exitcode} without a "
-                             f"result (see {os.path.join(workdir, LOGS_DIR, point.name)}.log)"}
-        receiver.close()
+        if not slurm:  # a SLURM array outlives the sweep command: its points go on
+          executors.cancel(running)
+          for job in running:
+            job.wait()
+        raise preemption.Preempted("SIGTERM: the running points were checkpointed")
+      states = executors.slurm_states(running) if slurm else None
+      for job in [job for job in running if executors.finished(job, states)]:
+        point, slot, start = running.pop(job)
+        result = executors.outcome(job, log(point))
         free_slots.append(slot)
         result["time_s"] = time.perf_counter() - start
         results[point.workdir] = result
         _finish_line(point, result, result["time_s"], progress)
         write()
+      time.sleep(5.0 if slurm else 1.0)
   except BaseException:
-    # KeyboardInterrupt or an error here: let every worker checkpoint its point and exit.
-    for point, process, *_ in running.values():
-      if process.is_alive():
-        os.kill(process.pid, signal.SIGTERM)
-      process.join()
+    # KeyboardInterrupt, SIGTERM or an error here. Local points checkpoint and stop; SLURM
+    # jobs go on (the next call of the command finds them done or resumes them).
+    if not slurm:
+      executors.cancel(running)
+    for point, *_ in running.values():
       results[point.workdir] = {"status": "interrupted", "ran": True}
     raise
-  if preemption.requested():
-    raise preemption.Preempted("SIGTERM: the running points were checkpointed")
-
 
 def _record(config, workdir, points, results, progress) -> dict[str, Any]:
   """The sweep.json content."""
@@ -605,7 +647,7 @@ def _record(config, workdir, points, results, progress) -> dict[str, Any]:
       "dataset": config.study.dataset, "model": config.study.model,
       "methods": list(config_lib.as_tuple(config.study.methods)),
       "seeds": [int(s) for s in config_lib.as_tuple(config.study.seeds)],
-      "parallel": int(config.parallel),
+      "parallel": int(config.parallel), "executor": str(config.executor),
       "num_points": len(points), "num_studies": len({p.workdir for p in points}),
       "complete": statuses.count("ok"), "failed": statuses.count("failed"),
       "time_s": time.perf_counter() - progress.started,
@@ -688,24 +730,35 @@ def cli() -> None:
   distributed_flag = flags.DEFINE_bool(
       "distributed", False, "Call jax.distributed.initialize() first (multi-host: every host "
       "of a TPU pod slice runs the same command; needs parallel=1).")
+  dry_run_flag = flags.DEFINE_bool(
+      "dry_run", False, "Print which points would run, and where (with executor=slurm, the "
+      "sbatch script), without running or writing anything.")
   flags.mark_flags_as_required(["config", "workdir"])
 
   def main(argv: list[str]) -> None:
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if distributed_flag.value:
-      if config_flag.value.parallel != 1:
+      if config_flag.value.parallel != 1 or config_flag.value.executor != "local":
         sys.exit("error: --distributed runs every point over all hosts; it needs "
-                 f"config.parallel=1, not {config_flag.value.parallel}")
+                 "config.parallel=1 and config.executor='local' (with executor='slurm', "
+                 "config.slurm.nodes spreads each point over nodes)")
       import jax  # pylint: disable=g-import-not-at-top
       jax.distributed.initialize()  # TPU VMs and SLURM find the coordinator themselves
     try:
-      record = run(config_flag.value, workdir_flag.value)
+      record = run(config_flag.value, workdir_flag.value, dry_run=dry_run_flag.value)
     except (config_lib.ConfigError, sources.DatasetNotPreparedError) as error:
       sys.exit(f"error: {error}")
     except preemption.Preempted as error:
       logging.warning("%s; rerun the same command to resume the sweep", error)
       sys.exit(preemption.EXIT_CODE)
+    if dry_run_flag.value:
+      print(f"would run {len(record['to_run'])} point(s) ({record['where']}):")
+      print("".join(f"  {name}\n" for name in record["to_run"]), end="")
+      print(f"{len(record['complete'])} complete: {', '.join(record['complete']) or 'none'}")
+      if record["sbatch"]:
+        print("sbatch script of each point's job:\n" + record["sbatch"])
+      return
     message = exit_message(record)
     if message:
       sys.exit(message)
