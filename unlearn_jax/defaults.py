@@ -400,6 +400,31 @@ def check_tune_fields(t: ml_collections.ConfigDict, scores: tuple[str, ...]) -> 
     c.require_choice("tune.objective", score, scores)
 
 
+def build_stream(config: ml_collections.ConfigDict) -> None:
+  """Requests that arrive over time (tasks/stream.py): every method through rounds of requests."""
+  # The stream mode: each method unlearns `requests` deletion requests in turn, each from the
+  # model the previous request produced, against a retraining reference per round.
+  config.stream = ml_collections.ConfigDict()
+  # Rounds of deletion requests, each unlearned from the previous round's model; 0 = off.
+  config.stream.requests = 0
+  # 'targets_then_similar': T split over rounds 1..N-1, round N requests S of round 1's
+  # targets; 'targets': T split over the N rounds.
+  config.stream.schedule = "targets_then_similar"
+
+
+def check_stream(config: ml_collections.ConfigDict) -> None:
+  """Checks stream.requests (0 or ≥ 2, no more target rounds than targets) and stream.schedule."""
+  s = config.stream
+  c.require_number("stream.requests", s.requests, low=0, integer=True)
+  c.require(s.requests != 1, "stream.requests", s.requests,
+            "must be 0 (off) or at least 2 (one request is the study itself)")
+  c.require_choice("stream.schedule", s.schedule, ("targets_then_similar", "targets"))
+  target_rounds = s.requests - (s.schedule == "targets_then_similar")
+  c.require(s.requests == 0 or target_rounds <= config.sed.num_targets, "stream.requests",
+            s.requests, f"needs at most sed.num_targets={config.sed.num_targets} rounds of "
+            f"targets (schedule {s.schedule!r})")
+
+
 # (build, check) of every section, in the order of the fields in config.json (and of the checks);
 # `eval` before its parts. Seeds and overwrite are shared with the language-model track.
 SECTIONS = ((build_data, check_data), (build_model, check_model), (build_sed, check_sed),
@@ -408,7 +433,8 @@ SECTIONS = ((build_data, check_data), (build_model, check_model), (build_sed, ch
             (c.build_overwrite, c.check_overwrite), (build_recon, check_recon),
             (build_remedy, check_remedy), (c.build_seeds, c.check_seeds),
             (build_evaluation, check_evaluation), (build_lira, check_lira),
-            (build_relearn, check_relearn), (build_attacks, check_attacks))
+            (build_relearn, check_relearn), (build_attacks, check_attacks),
+            (build_stream, check_stream))
 
 
 def base_config() -> ml_collections.ConfigDict:

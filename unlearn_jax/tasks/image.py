@@ -32,7 +32,7 @@ from unlearn_jax.data import sources
 from unlearn_jax.evaluate import across_seeds, evaluator, mia, registry, stats
 from unlearn_jax.remedies import detect
 from unlearn_jax.report import protocol, tables
-from unlearn_jax.tasks import base, control, sisa_references, specificity
+from unlearn_jax.tasks import base, control, sisa_references, specificity, stream
 
 
 class ImageTask(base.Task):
@@ -126,7 +126,8 @@ class ImageTask(base.Task):
 
   def plugins(self) -> list[base.Plugin]:
     return [sisa_references.SisaReferences(), remedy_track.RemedyPlugin(),
-            recon_track.ReconPlugin(), control.Control(), specificity.Specificity()]
+            recon_track.ReconPlugin(), control.Control(), specificity.Specificity(),
+            stream.Stream()]
 
   def predict(self, state: train.TrainState, data: dict) -> np.ndarray:
     """Logits of `state` on every example of `data`."""
@@ -194,7 +195,8 @@ class ImageTask(base.Task):
     records = {seed: {name: record for name, record in run.records.items()
                       if name not in run.residue_only} for seed, run in runs.items()}
     per_target = [{"seed": seed, **row} for seed, run in runs.items() for row in run.rows]
-    return tables.write(self.workdir, summary, records, per_target)
+    text = tables.write(self.workdir, summary, records, per_target)
+    return stream.with_report_section(self.workdir, summary, text)
 
 
 def tuning_sed(sed: sed_lib.SED, config: ml_collections.ConfigDict,
