@@ -154,9 +154,10 @@ def test_an_absent_fashion_mnist_fails_with_the_command_that_installs_it(tmp_pat
   monkeypatch.setitem(sources.IDX_FOLDERS, "fashion_mnist", str(tmp_path / "absent"))
   config = load_config("sed_fashion_mnist", "runlocal")
   config.data_dir = str(tmp_path / "tfds")
-  with pytest.raises(config_lib.ConfigError) as error:
+  with pytest.raises(sources.DatasetNotPreparedError) as error:
     defaults.validate(config)
   assert "apt-get install -y dataset-fashion-mnist" in str(error.value)
+  assert "\n" not in str(error.value)
   assert not os.path.exists(tmp_path / "tfds" / "idx")
 
 

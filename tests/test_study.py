@@ -225,7 +225,9 @@ def test_mocked_tfds_dataset_goes_through_the_same_pipeline(tmp_path):
       assert np.isfinite(acc) and acc * n == pytest.approx(round(acc * n)), (name, group, acc)
 
 
-def test_unprepared_dataset_fails_before_any_work(tmp_path):
+def test_unprepared_dataset_fails_before_any_work(tmp_path, monkeypatch):
+  # Neither a tfds copy nor the files scripts/install_datasets.sh installs.
+  monkeypatch.setitem(sources.IDX_FOLDERS, "mnist", str(tmp_path / "not_installed"))
   config = tiny_config(str(tmp_path / "empty"))
   config.dataset = "mnist"
   with pytest.raises(sources.DatasetNotPreparedError, match="tfds build mnist"):

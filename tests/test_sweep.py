@@ -152,8 +152,10 @@ def test_parallel_workers_cannot_use_a_dataset_registered_in_this_process():
     sources.unregister("sweep_arrays")
 
 
-def test_an_unprepared_dataset_fails_before_anything_is_written(tmp_path):
+def test_an_unprepared_dataset_fails_before_anything_is_written(tmp_path, monkeypatch):
   from configs import sweep_similarity  # pylint: disable=g-import-not-at-top
+  # Neither a tfds copy nor the files scripts/install_datasets.sh installs.
+  monkeypatch.setitem(sources.IDX_FOLDERS, "mnist", str(tmp_path / "not_installed"))
   config = sweep_similarity.get_config("dataset=mnist,runlocal")
   config.study.data_dir = str(tmp_path / "empty")
   with pytest.raises(sources.DatasetNotPreparedError, match="tfds build mnist"):

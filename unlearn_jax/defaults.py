@@ -43,6 +43,8 @@ def check_data(config: ml_collections.ConfigDict) -> None:
   try:
     sources.check_name(config.dataset, config.data_dir or None)
     sources.image_shape(config.dataset, config.data_dir or None)
+  except sources.DatasetNotPreparedError:
+    raise  # its own type: the message says how to install or prepare the data
   except ValueError as error:
     raise c.ConfigError(f"config.dataset={config.dataset!r}: {error}") from None
   c.require(isinstance(config.data_dir, str), "data_dir", config.data_dir, "must be a string")
