@@ -159,6 +159,9 @@ def test_a_control_run_that_diverges_is_reported_as_a_result():
   assert control.diverged_result("control/grad_ascent/seed_0", "diverged at step 11: nan")
   assert not control.diverged_result("grad_ascent/seed_0", "diverged at step 11: nan")
   assert not control.diverged_result("control/grad_ascent/seed_0", "failed: OSError: disk")
+  # A study of several SEDs prefixes its SED's folder (replicates.py).
+  assert control.diverged_result("sed_2/control/grad_ascent/seed_0", "diverged at step 13: nan")
+  assert not control.diverged_result("sed_2/grad_ascent/seed_0", "diverged at step 13: nan")
   summary = {"methods": {"grad_ascent": {"residue": {"margin": 0.4},
                                          "control": {"diverged": 1.0}}}}
   assert "| grad_ascent | 0.40 | diverged |" in protocol.control_markdown(summary)

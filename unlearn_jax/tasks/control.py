@@ -17,6 +17,7 @@ difference between a method's residue with its similar samples (the study) and w
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from absl import logging
@@ -31,8 +32,12 @@ FOLDER = "control"
 
 
 def diverged_result(key: str, text: str) -> bool:
-  """Whether status entry `key` is a control run that diverged (a result the control reports)."""
-  return key.startswith(f"{FOLDER}/") and text.startswith("diverged")
+  """Whether status entry `key` is a control run that diverged (a result the control reports);
+  in a study of several SEDs the key starts with its SED's folder (`sed_<k>/control/...`)."""
+  parts = key.split("/")
+  if parts and re.fullmatch(r"sed_\d+", parts[0]):
+    parts = parts[1:]
+  return bool(parts) and parts[0] == FOLDER and text.startswith("diverged")
 
 
 def control_sed(sed: sed_lib.SED) -> sed_lib.SED:
