@@ -15,7 +15,8 @@ reconstruction track: 3 min 45 s on a 2-core CPU (2026-12-05). Variants after `:
     :seeds=3               three training seeds (mean ± 95% CI)
     :methods=finetune+grad_ascent
     :similar=5,ratio=0.5   SED strength
-    :dataset=fashion_mnist a tfds dataset prepared in --config.data_dir
+    :dataset=fashion_mnist the installed Fashion-MNIST files (scripts/install_datasets.sh) or a
+                           tfds copy in --config.data_dir; `idx:/path` for any idx folder
     :recon=thorough        a longer reconstruction track (6,000 steps, 3 candidates per
                            image, D_r of 124 images; several times the default's ~2.5 min,
                            not timed here); :recon=off skips it
@@ -23,6 +24,8 @@ reconstruction track: 3 min 45 s on a 2-core CPU (2026-12-05). Variants after `:
                            `:model=cnn --config.model_kwargs.dense=64`
     :protocol=0            a plain study: 10 targets, no tuning, control nor specificity
     :paper                 every method, SED seeds 0-2 × training seeds 0-2, 3 floor models
+                           (15 methods without the reconstruction track: 1 h 57 min on a
+                           2-core CPU shared with other studies, 2026-12-05; see README)
     :selection=atypical    targets the study's probe finds hardest (or class_balanced)
 
 Single fields: `--config.sed.ratio=0.5`, `--config.methods=finetune,grad_ascent`,
