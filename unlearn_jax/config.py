@@ -12,9 +12,13 @@ from typing import Any, Callable, Iterable
 
 import ml_collections
 
+from unlearn_jax.data import generators as _generators
+
 # Names referenced by configs and checked here; the registries own the authoritative lists.
-GENERATORS = ("block_mask", "duplicate", "gaussian_noise", "nearest")
-# Similarity of the `nearest` generator (data/sed.py `similarities`).
+# The SED generators (`sed.generator`): the modules of unlearn_jax/data/generators/, listed
+# without importing them.
+GENERATORS = _generators.names()
+# Similarity of the `nearest` generator (data/generators/nearest.py `similarities`).
 SIMILARITIES = ("ssim", "embedding")
 SELECTIONS = ("random", "class_balanced", "atypical")
 OPTIMIZERS = ("sgd", "adam", "adamw")

@@ -102,9 +102,10 @@ def build_sed(config: ml_collections.ConfigDict) -> None:
 
 
 def check_sed(config: ml_collections.ConfigDict) -> None:
-  """Checks sed (data/sed.py's rules), with the impossible combinations: more targets than
-  training examples (with the nearest generator, more targets and neighbours), a block larger
-  than the image, SSIM neighbours of images smaller than its window."""
+  """Checks sed (data/sed.py's rules, and the generator's own: data/generators/), with the
+  impossible combinations: more targets than training examples (with the nearest generator,
+  more targets and neighbours), a block larger than the image, SSIM neighbours of images smaller
+  than its window."""
   from unlearn_jax.data import sed as sed_lib, sources  # pylint: disable=g-import-not-at-top
   data_dir = config.data_dir or None
   image_side = min(sources.image_shape(config.dataset, data_dir)[:2])
