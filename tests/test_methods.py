@@ -4,6 +4,8 @@ import dataclasses
 import importlib
 import os
 import pkgutil
+import subprocess
+import sys
 import time
 
 import jax
@@ -41,6 +43,36 @@ def test_the_image_registry_lists_its_builtin_methods():
                    if name.endswith(".py") and not name.startswith("_") and name != "common.py")
   assert methods.builtin_names() == methods.builtin_names("image") == tuple(modules)
   assert {"retrain", "salun", "sisa", "scrub"} <= set(modules)
+
+
+@pytest.mark.parametrize("track", ["image", "lm"])
+def test_defaults_read_from_the_source_equal_the_imported_modules(track, monkeypatch):
+  for name in methods.builtin_names(track):
+    module_name = f"{methods.TRACKS[track]}.{name}"
+    module = importlib.import_module(module_name)
+    expected = module.default_config().to_dict() if hasattr(module, "default_config") else None
+    monkeypatch.delitem(sys.modules, module_name)  # read from the file, not the loaded module
+    got = methods.declared_defaults(name, track)
+    assert (got.to_dict() if got is not None else None) == expected, name
+    monkeypatch.setitem(sys.modules, module_name, module)
+
+
+@pytest.mark.parametrize("config_file", ["configs/sed_mnist.py:runlocal", "configs/sed_qa.py"])
+def test_building_a_config_imports_no_method_code(config_file):
+  path, _, args = config_file.partition(":")
+  code = ("import importlib.util, sys\n"
+          f"spec = importlib.util.spec_from_file_location('c', {path!r})\n"
+          "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+          f"config = module.get_config({args!r}) if {bool(args)} else module.get_config()\n"
+          "assert 'finetune' in config.unlearn and config.unlearn.finetune.lr > 0\n"
+          "print(sorted(m for m in sys.modules if m.startswith(('unlearn_jax.methods.',\n"
+          "    'unlearn_jax.lm.methods.', 'unlearn_jax.train', 'unlearn_jax.lm.steps'))))")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       cwd=root)
+  # Only the registry's light declaration modules, never a method's module.
+  assert out.stdout.strip() == "['unlearn_jax.methods._context', 'unlearn_jax.methods._spec']", (
+      out.stdout)
 
 
 def test_specs_say_what_the_study_must_know():

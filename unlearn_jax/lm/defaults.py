@@ -38,6 +38,7 @@ import ml_collections
 
 from unlearn_jax import config as config_lib
 from unlearn_jax import defaults as image_defaults
+from unlearn_jax import methods
 
 TRACK = "lm"
 # Per-target scores whose influence residue the study reports (docs/design.md §3.6):
@@ -132,7 +133,6 @@ def check_train(config: ml_collections.ConfigDict) -> None:
 
 def build_unlearning(config: ml_collections.ConfigDict) -> None:
   """The LM unlearning methods to run and their hyper-parameters."""
-  from unlearn_jax import methods  # pylint: disable=g-import-not-at-top
   # LM unlearning methods (unlearn_jax/lm/methods/); `retrain` is the retrain reference.
   config.methods = ("finetune", "grad_ascent", "grad_diff", "kl_min", "npo", "simnpo")
   # Per-method hyper-parameters (config.unlearn.<name>), from each method's default_config().
@@ -141,7 +141,6 @@ def build_unlearning(config: ml_collections.ConfigDict) -> None:
 
 def check_unlearning(config: ml_collections.ConfigDict) -> None:
   """Checks methods (LM method names or import paths, unique) and their sections."""
-  from unlearn_jax import methods  # pylint: disable=g-import-not-at-top
   names = c.as_tuple(config.methods)
   c.require(len(set(names)) == len(names), "methods", config.methods, "names must be unique")
   for name in methods.resolve(names, track=TRACK):  # lists the LM methods on a miss

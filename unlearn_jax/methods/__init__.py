@@ -49,235 +49,30 @@ and `check_config`, and `space_grid` expands it into a grid. A method without on
 
 from __future__ import annotations
 
-import contextlib
+import ast
 import dataclasses
 import importlib
+import importlib.util
 import inspect
-import itertools
-import math
 import pkgutil
 import re
-import time
-from typing import Any, Callable, Iterator, Mapping
+import sys
+from typing import Any, Callable, Mapping
 
-import jax
 import ml_collections
-import numpy as np
 
 from unlearn_jax import config as config_lib
 from unlearn_jax.config import ConfigError
+from unlearn_jax.methods._context import Arrays, Clock, RunContext
+from unlearn_jax.methods._spec import (CONTRACT, Choice, Float, Int, MethodContractError,
+                                       Range, Spec, _checked_spec, _describe, _is_number,
+                                       _type_mismatch, _type_name, space_grid)
 
-Arrays = dict[str, np.ndarray]
 # The package holding each track's built-in method modules.
 TRACKS = {"image": "unlearn_jax.methods", "lm": "unlearn_jax.lm.methods"}
 _PRIVATE = ("common",)
-CONTRACT = "unlearn(state, run: RunContext, cfg, rng) -> (state, info)"
 _IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _NAME = re.compile(r"^[A-Za-z_]\w*$")
-
-
-def _is_number(value: Any) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclasses.dataclass(frozen=True)
-class Float:
-  """A real hyper-parameter's range [low, high], searched on a log scale when `log`.
-
-  Attributes:
-    low: the smallest value (> 0 when `log`).
-    high: the largest value (> low).
-    log: sample and grid log-uniformly (learning rates, weights spanning decades).
-
-  Raises:
-    ValueError: bounds that are not finite numbers, low >= high, or low <= 0 with `log`.
-  """
-  low: float
-  high: float
-  log: bool = False
-
-  def __post_init__(self):
-    if not (_is_number(self.low) and _is_number(self.high)):
-      raise ValueError(f"Float({self.low!r}, {self.high!r}): bounds must be finite numbers")
-    if not self.low < self.high:
-      raise ValueError(f"Float({self.low!r}, {self.high!r}): low must be below high")
-    if self.log and self.low <= 0:
-      raise ValueError(f"Float({self.low!r}, {self.high!r}, log=True): low must be > 0")
-    object.__setattr__(self, "low", float(self.low))
-    object.__setattr__(self, "high", float(self.high))
-    object.__setattr__(self, "log", bool(self.log))
-
-
-@dataclasses.dataclass(frozen=True)
-class Int:
-  """An integer hyper-parameter's range low, low + step, ..., high (log scale when `log`).
-
-  Attributes:
-    low: the smallest value (> 0 when `log`).
-    high: the largest value (> low; high - low a multiple of `step`).
-    log: sample and grid log-uniformly (then `step` must be 1, as in Optuna).
-    step: the spacing of the values.
-
-  Raises:
-    ValueError: bounds or step that are not integers, low >= high, low <= 0 with `log`, a step
-      below 1 (or above 1 with `log`), or high - low not a multiple of step.
-  """
-  low: int
-  high: int
-  log: bool = False
-  step: int = 1
-
-  def __post_init__(self):
-    where = f"Int({self.low!r}, {self.high!r}, step={self.step!r})"
-    if not all(isinstance(v, int) and not isinstance(v, bool)
-               for v in (self.low, self.high, self.step)):
-      raise ValueError(f"{where}: low, high and step must be integers")
-    if not self.low < self.high:
-      raise ValueError(f"{where}: low must be below high")
-    if self.log and self.low <= 0:
-      raise ValueError(f"{where}: low must be > 0 with log=True")
-    if self.step < 1 or (self.log and self.step != 1):
-      raise ValueError(f"{where}: step must be >= 1 (and 1 with log=True)")
-    if (self.high - self.low) % self.step:
-      raise ValueError(f"{where}: high - low must be a multiple of step")
-    object.__setattr__(self, "log", bool(self.log))
-
-
-@dataclasses.dataclass(frozen=True)
-class Choice:
-  """A hyper-parameter's set of values, searched as categories (every one in a grid).
-
-  Attributes:
-    values: the distinct values, a tuple of None, bools, ints, floats or strings (what Optuna
-      stores).
-
-  Raises:
-    ValueError: no values, a repeated value, or a value of another type.
-  """
-  values: tuple
-
-  def __post_init__(self):
-    if isinstance(self.values, (str, bytes)) or not isinstance(self.values, (tuple, list)):
-      raise ValueError(f"Choice({self.values!r}): values must be a tuple")
-    values = tuple(self.values)
-    if not values:
-      raise ValueError("Choice(()): values must not be empty")
-    for value in values:
-      if value is not None and not isinstance(value, (bool, int, float, str)):
-        raise ValueError(f"Choice({values!r}): {value!r} is not None, a bool, int, float or str")
-    if len({(type(v), v) for v in values}) != len(values):
-      raise ValueError(f"Choice({values!r}): values must be distinct")
-    object.__setattr__(self, "values", values)
-
-
-Range = Float | Int | Choice
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-  """What the study must know about a method beyond its function and hyper-parameters.
-
-  A built-in module declares it as `SPEC = methods.Spec(...)`; a user method passes it to
-  `register(..., spec=...)` or sets a `SPEC` attribute on its function or module. Omitted: all
-  defaults.
-
-  Attributes:
-    fractional_epochs: its `epochs` may be a fraction of a pass (e.g. 0.75); otherwise `epochs`
-      must be a positive integer.
-    returns_ensemble: its model is not the original's architecture (SISA's shard ensemble), so
-      `call` does not require the input's parameter tree.
-    reference: the study reference that is this method's model (`retrain` is the `retrain`
-      reference): the study does not run the method but reports that reference under its name.
-    search_space: {hyper-parameter: `Float`, `Int` or `Choice`}, what a tuner searches (the
-      parameters are fields of the method's default config; see `check_search_space`); empty:
-      nothing to tune.
-
-  Raises:
-    TypeError: a search-space key that is not a string or a value that is not a range.
-  """
-  fractional_epochs: bool = False
-  returns_ensemble: bool = False
-  reference: str | None = None
-  search_space: Mapping[str, Range] = dataclasses.field(default_factory=dict)
-
-  def __post_init__(self):
-    if not isinstance(self.search_space, Mapping):
-      raise TypeError(f"Spec(search_space={self.search_space!r}): expected a dict "
-                      "{parameter: Float | Int | Choice}")
-    for key, value in self.search_space.items():
-      if not isinstance(key, str) or not isinstance(value, (Float, Int, Choice)):
-        raise TypeError(f"Spec(search_space={{{key!r}: {value!r}}}): expected a parameter name "
-                        "and a methods.Float, methods.Int or methods.Choice")
-    object.__setattr__(self, "search_space", dict(self.search_space))
-
-  def __hash__(self):
-    return hash((self.fractional_epochs, self.returns_ensemble, self.reference,
-                 tuple(self.search_space.items())))
-
-
-class Clock:
-  """Time spent in a run that is not unlearning (a method training its own model first).
-
-  Attributes:
-    excluded_s: seconds spent inside `untimed()` blocks (a nested block counts once).
-  """
-
-  def __init__(self):
-    self.excluded_s = 0.0
-    self._depth = 0
-
-  @contextlib.contextmanager
-  def untimed(self) -> Iterator[None]:
-    """Adds the wall time spent inside the block to `excluded_s`."""
-    self._depth += 1
-    start = time.perf_counter()
-    try:
-      yield
-    finally:
-      self._depth -= 1
-      if self._depth == 0:
-        self.excluded_s += time.perf_counter() - start
-
-
-@dataclasses.dataclass(frozen=True)
-class RunContext:
-  """What a method may use besides the trained state and its hyper-parameters.
-
-  Attributes:
-    forget: the forget set (image: image, label, id, kind, group arrays; lm: tokens, loss_mask,
-      ...).
-    retain: the retained training data D \\ forget.
-    mesh: device mesh for the steps.
-    seed: integer seed of this run (batch order, random labels).
-    num_classes: number of classes (lm: the vocabulary size).
-    init_state: returns a freshly initialised TrainState for a PRNG key (for retraining).
-    recipe: the track's training recipe (the study's `config.train`: epochs, batch_size, lr,
-      weight_decay, checkpoint_every, log_every, ...).
-    checkpoint_dir: where the method may keep orbax checkpoints (None: no checkpoints).
-    writer: JSONL metric writer (or None).
-    val: optional held-out data.
-    clock: time the run asks not to count as unlearning (see `untimed`).
-  """
-  forget: Arrays
-  retain: Arrays
-  mesh: jax.sharding.Mesh
-  seed: int
-  num_classes: int
-  init_state: Callable[[jax.Array], Any]
-  recipe: ml_collections.ConfigDict
-  checkpoint_dir: str | None = None
-  writer: Any = None
-  val: Arrays | None = None
-  clock: Clock = dataclasses.field(default_factory=Clock)
-
-  def untimed(self) -> contextlib.AbstractContextManager[None]:
-    """A block whose wall time is not unlearning time (e.g. SISA training its own ensemble):
-    callers subtract `clock.excluded_s` from the time they measure around the method."""
-    return self.clock.untimed()
-
-
-class MethodContractError(TypeError):
-  """A method's signature or return value does not follow the method contract."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -530,34 +325,6 @@ def check_search_space(name: str, space: Any, defaults: Any = None, track: str =
       _check_value(name, track, defaults, key, value, where)
 
 
-def space_grid(space: Mapping[str, Range], points: int = 3) -> list[dict[str, Any]]:
-  """The grid of a search space: every combination of `points` values per range.
-
-  `Float`: `points` values from low to high, both included, evenly spaced (geometrically when
-  `log`; one point: the (geometric) middle); `Int`: the same rounded onto its steps, repeats
-  dropped (so a short range gives fewer); `Choice`: all its values. Parameters vary in the
-  space's order, the last fastest. An empty space gives one empty point.
-
-  Args:
-    space: {parameter: Float | Int | Choice}.
-    points: values per Float or Int range (≥ 1).
-
-  Returns:
-    The grid's points, each {parameter: value}.
-
-  Raises:
-    ValueError: `points` is not a positive integer, or an entry is not a range.
-  """
-  if isinstance(points, bool) or not isinstance(points, int) or points < 1:
-    raise ValueError(f"points={points!r}: must be a positive integer")
-  axes = []
-  for key, entry in space.items():
-    if not isinstance(entry, (Float, Int, Choice)):
-      raise ValueError(f"{key}: {entry!r} is not a methods.Float, methods.Int or methods.Choice")
-    axes.append(list(entry.values) if isinstance(entry, Choice) else _axis(entry, points))
-  return [dict(zip(space, combination)) for combination in itertools.product(*axes)]
-
-
 def resolve(names, track: str = "image") -> tuple[str, ...]:
   """Method names to run, in order: 'all' expands to the built-in methods of `track`, import
   paths load (and become their names, see `load`), duplicates are dropped.
@@ -621,15 +388,62 @@ def _one(name: Any, track: str) -> str:
 
 
 def default_configs(track: str = "image") -> ml_collections.ConfigDict:
-  """{method: its default hyper-parameters}, for the built-in and registered methods of `track`."""
+  """{method: its default hyper-parameters}, for the built-in and registered methods of `track`.
+
+  A built-in module's `default_config()` is run from the module's source (see
+  `declared_defaults`), so that building a config imports no method code.
+  """
   configs = ml_collections.ConfigDict()
   for name in builtin_names(track):
-    module = _module(name, track)
-    if hasattr(module, "default_config"):
-      configs[name] = module.default_config()
+    defaults = declared_defaults(name, track)
+    if defaults is not None:
+      configs[name] = defaults
   for name, entry in sorted(_registered(track).items()):
     configs[name] = ml_collections.ConfigDict(entry.default_config.to_dict())
   return configs
+
+
+def declared_defaults(name: str, track: str = "image") -> ml_collections.ConfigDict | None:
+  """What built-in method `name`'s `default_config()` returns, without importing its module.
+
+  The function is compiled from the module's source with only those of the module's imports that
+  hold no method code (`_CONFIG_MODULES`: ml_collections, math, the config modules): the rule for
+  a built-in `default_config`, which a test holds every built-in to. A module already imported
+  is asked directly.
+
+  Returns:
+    The ConfigDict, or None for a module without `default_config`.
+  """
+  module_name = f"{_package(track)}.{name}"
+  if module_name in sys.modules:
+    module = sys.modules[module_name]
+    return module.default_config() if hasattr(module, "default_config") else None
+  origin = importlib.util.find_spec(module_name).origin
+  with open(origin) as f:
+    tree = ast.parse(f.read(), origin)
+  found = [node for node in tree.body
+           if isinstance(node, ast.FunctionDef) and node.name == "default_config"]
+  if not found:
+    return None
+  imports = [node for node in tree.body if _imports_config_only(node)]
+  scope = {"__name__": module_name}
+  code = compile(ast.Module(imports + found, type_ignores=[]), origin, "exec")
+  exec(code, scope)  # pylint: disable=exec-used
+  return scope["default_config"]()
+
+
+# What a built-in `default_config()` may use: modules that hold no method code.
+_CONFIG_MODULES = ("math", "ml_collections", "unlearn_jax.config", "unlearn_jax.lm.defaults")
+
+
+def _imports_config_only(node: ast.stmt) -> bool:
+  """Whether `node` is an import of `_CONFIG_MODULES` only (kept when reading defaults)."""
+  if isinstance(node, ast.Import):
+    return all(alias.name in _CONFIG_MODULES for alias in node.names)
+  if isinstance(node, ast.ImportFrom) and node.level == 0:
+    return all(node.module in _CONFIG_MODULES or f"{node.module}.{alias.name}" in _CONFIG_MODULES
+               for alias in node.names)
+  return False
 
 
 def method_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
@@ -696,59 +510,6 @@ def check_config(name: str, cfg: ml_collections.ConfigDict, track: str = "image"
     own_check(cfg)
 
 
-def call(name: str, state: Any, run: RunContext, cfg: ml_collections.ConfigDict, rng: jax.Array,
-         *, track: str = "image") -> tuple[Any, dict[str, Any]]:
-  """Runs method `name` of `track` from `state` and checks that it returns what the contract
-  promises.
-
-  Nothing is subtracted from the time: a caller that times the call subtracts
-  `run.clock.excluded_s`, the time the method spent inside `run.untimed()`.
-
-  Args:
-    name: a method name or import path (see `resolve`).
-    state: the trained TrainState to unlearn from (left unchanged by the built-in methods).
-    run: the forget and retained data and the run's context (recipe, mesh, seed, clock, ...).
-    cfg: the method's hyper-parameters, `config.unlearn.<name>` (see `method_config`).
-    rng: a PRNG key for the method's own randomness.
-    track: 'image' or 'lm'.
-
-  Returns:
-    (unlearned TrainState, info) with info a plain dict (JAX arrays in it become numpy arrays,
-    scalars Python numbers).
-
-  Raises:
-    ConfigError: an unknown track or name.
-    MethodContractError: the method did not return a `(TrainState, dict)` pair, or its state's
-      parameters (or BatchNorm statistics) differ in structure, shape or dtype from the input's
-      (unless its spec has `returns_ensemble`).
-    Whatever the method itself raises (FloatingPointError when it diverged).
-  """
-  from unlearn_jax import train  # pylint: disable=g-import-not-at-top  (heavy; not for configs)
-  name = _one(name, track)
-  expected = {part: _leaf_specs(getattr(state, part)) for part in ("params", "batch_stats")}
-  result = get(name, track)(state, run, cfg, rng)
-  where = f"method {name!r} ({_source(name, track)})"
-  if not isinstance(result, tuple) or len(result) != 2:
-    raise MethodContractError(
-        f"{where} returned {_type_name(result)}; expected a pair (state, info): {CONTRACT}")
-  new_state, info = result
-  if not isinstance(new_state, train.TrainState):
-    raise MethodContractError(
-        f"{where} returned ({_type_name(new_state)}, ...); expected a unlearn_jax.train.TrainState "
-        "first (e.g. `state.replace(params=new_params)`)")
-  if not isinstance(info, Mapping):
-    raise MethodContractError(
-        f"{where} returned (state, {_type_name(info)}); expected a dict of diagnostics second "
-        "(at least {'steps': ..., 'wall_s': ...})")
-  for part, specs in ({} if spec(name, track).returns_ensemble else expected).items():
-    problems = _tree_differences(specs, _leaf_specs(getattr(new_state, part)))
-    if problems:
-      raise MethodContractError(
-          f"{where} returned a state whose {part} differ from the input's (the unlearned model "
-          f"must have the original's architecture): {'; '.join(problems)}")
-  return new_state, {str(key): _plain(value) for key, value in info.items()}
-
-
 # ----------------------------------------------------------------------------------------------
 # Helpers.
 
@@ -799,9 +560,7 @@ def _default_config(name: str, track: str) -> ml_collections.ConfigDict:
   """The default hyper-parameters of method `name` of `track` (empty when it has none)."""
   if (track, name) in _REGISTRY:
     return _REGISTRY[(track, name)].default_config
-  module = _module(name, track)
-  return module.default_config() if hasattr(module, "default_config") else (
-      ml_collections.ConfigDict())
+  return declared_defaults(name, track) or ml_collections.ConfigDict()
 
 
 def _as_dict(config: Any) -> dict[str, Any]:
@@ -812,31 +571,6 @@ def _as_dict(config: Any) -> dict[str, Any]:
     return dict(config)
   raise ConfigError(f"defaults: expected a ConfigDict or dict of hyper-parameters, got "
                     f"{_type_name(config)}")
-
-
-def _type_mismatch(default: Any, entry: Range) -> str:
-  """Why `entry` cannot search a parameter whose default is `default` ('' when it can)."""
-  if isinstance(entry, Choice):
-    if isinstance(default, bool):
-      fits = all(isinstance(v, bool) for v in entry.values)
-      kind = "a bool parameter takes bool values"
-    elif isinstance(default, int):
-      fits = all(isinstance(v, int) and not isinstance(v, bool) for v in entry.values)
-      kind = "an integer parameter takes integer values"
-    elif isinstance(default, float):
-      fits = all(_is_number(v) for v in entry.values)
-      kind = "a float parameter takes numbers"
-    elif default is None:
-      fits, kind = True, ""
-    else:
-      fits = all(isinstance(v, type(default)) for v in entry.values)
-      kind = f"a {type(default).__name__} parameter takes {type(default).__name__} values"
-    return "" if fits else kind
-  if isinstance(default, bool) or not isinstance(default, (int, float)):
-    return "only a number parameter takes a range; use methods.Choice"
-  if isinstance(default, int) and isinstance(entry, Float):
-    return "an integer parameter takes methods.Int or methods.Choice, not methods.Float"
-  return ""
 
 
 def _check_value(name: str, track: str, defaults: dict[str, Any], key: str, value: Any,
@@ -853,82 +587,15 @@ def _check_value(name: str, track: str, defaults: dict[str, Any], key: str, valu
                       f"({reason})") from None
 
 
-def _axis(entry: Float | Int, points: int) -> list[Any]:
-  """`points` values of a Float or Int range (see `space_grid`)."""
-  low, high = float(entry.low), float(entry.high)
-  if points == 1:
-    values = [math.sqrt(low * high) if entry.log else (low + high) / 2]
-  elif entry.log:
-    values = list(np.geomspace(low, high, points))
-  else:
-    values = list(np.linspace(low, high, points))
-  if points > 1:
-    values[0], values[-1] = low, high
-  if isinstance(entry, Float):
-    return [float(f"{v:.12g}") for v in values]
-  out = []
-  for v in values:
-    value = min(max(entry.low + entry.step * int(round((v - entry.low) / entry.step)),
-                    entry.low), entry.high)
-    if value not in out:
-      out.append(value)
-  return out
-
-
-def _checked_spec(name: str, value: Any) -> Spec:
-  """`value` if it is a Spec, `Spec()` for None; MethodContractError otherwise."""
-  if value is None:
-    return Spec()
-  if not isinstance(value, Spec):
-    raise MethodContractError(f"method {name!r}: its spec is {_type_name(value)}; expected "
-                              "unlearn_jax.methods.Spec(...)")
-  return value
-
-
 def _source(name: str, track: str) -> str:
   if (track, name) in _REGISTRY:
     return _REGISTRY[(track, name)].source
   return f"{_package(track)}.{name}"
 
 
-def _describe(fn: Any) -> str:
-  module = getattr(fn, "__module__", None)
-  qualname = getattr(fn, "__qualname__", type(fn).__name__)
-  return f"{module}.{qualname}" if module else qualname
-
-
-def _type_name(value: Any) -> str:
-  """'a tuple of 3', 'a dict', 'a flax.core.frozen_dict.FrozenDict' for messages."""
-  if isinstance(value, tuple):
-    return f"a tuple of {len(value)}"
-  kind = type(value)
-  return f"a {kind.__qualname__}" if kind.__module__ == "builtins" else (
-      f"a {kind.__module__}.{kind.__qualname__}")
-
-
-def _leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
-  """{path: (shape, dtype)} of every array leaf of a pytree."""
-  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {jax.tree_util.keystr(path): (tuple(np.shape(leaf)), str(getattr(leaf, "dtype", "?")))
-          for path, leaf in leaves}
-
-
-def _tree_differences(expected: dict, got: dict, limit: int = 3) -> list[str]:
-  """Human-readable differences between two `_leaf_specs` results (at most `limit`)."""
-  problems = [f"missing {path}" for path in expected if path not in got]
-  problems += [f"unexpected {path}" for path in got if path not in expected]
-  problems += [f"{path} is {got[path][0]} {got[path][1]}, expected {spec[0]} {spec[1]}"
-               for path, spec in expected.items() if path in got and got[path] != spec]
-  if len(problems) > limit:
-    problems = problems[:limit] + [f"and {len(problems) - limit} more"]
-  return problems
-
-
-def _plain(value: Any) -> Any:
-  """JAX arrays to numpy (so info can be written as JSON); everything else unchanged."""
-  if isinstance(value, jax.Array):
-    # Gathered from every process when sharded across them (then all processes must call).
-    from unlearn_jax import parallel  # pylint: disable=g-import-not-at-top  (keeps configs light)
-    value = parallel.to_host(value)
-    return value.item() if value.ndim == 0 else value
-  return value
+def __getattr__(attribute: str) -> Any:
+  """`call` loads on first use: it needs JAX and the training state (`_contract`), which a
+  config does not."""
+  if attribute == "call":
+    return importlib.import_module("unlearn_jax.methods._contract").call
+  raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")

@@ -24,15 +24,17 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from unlearn_jax import defaults, ensemble, models, recipe, recon_track, remedy_track, train
+from unlearn_jax import defaults, models, recipe, recon_track, remedy_track, train
 from unlearn_jax import config as config_lib
 from unlearn_jax import utils
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.data import sources
-from unlearn_jax.evaluate import across_seeds, evaluator, mia, registry, stats
+from unlearn_jax.evaluate import across_seeds, evaluator, registry, stats
 from unlearn_jax.remedies import detect
 from unlearn_jax.report import protocol, tables
-from unlearn_jax.tasks import base, control, sisa_references, specificity, stream
+from unlearn_jax.report import stream as stream_report
+from unlearn_jax.tasks import (base, control, lira_references, sisa_references, specificity,
+                               stream)
 
 
 class ImageTask(base.Task):
@@ -137,7 +139,7 @@ class ImageTask(base.Task):
     return int(self.config.eval.lira.num_models)
 
   def before_seeds(self) -> None:
-    self.lira = train_lira_references(self)
+    self.lira = lira_references.train(self)
 
   def evaluate(self, run: base.SeedRun) -> None:
     """Scores of the logits (and LiRA) on every split, then the metrics of the trained models."""
@@ -196,7 +198,7 @@ class ImageTask(base.Task):
                       if name not in run.residue_only} for seed, run in runs.items()}
     per_target = [{"seed": seed, **row} for seed, run in runs.items() for row in run.rows]
     text = tables.write(self.workdir, summary, records, per_target)
-    return stream.with_report_section(self.workdir, summary, text)
+    return stream_report.with_report_section(self.workdir, summary, text)
 
 
 def tuning_sed(sed: sed_lib.SED, config: ml_collections.ConfigDict,
@@ -290,35 +292,3 @@ def probe_margins(config: ml_collections.ConfigDict, workdir: str, train_split: 
   margins[candidate_rows] = registry.get("margin").score(
       logits, train_split["label"][candidate_rows])
   return margins
-
-
-def train_lira_references(task: ImageTask) -> evaluator.LiraReferences | None:
-  """Trains (or restores) the LiRA reference models and scores the targets and candidates.
-
-  The members (`recipe.lira`) come in complementary pairs, so every target is IN for exactly
-  half of them; they are trained at once (`ensemble.train_ensemble`).
-  """
-  cfg, sed = task.config.eval.lira, task.sed
-  if cfg.num_models == 0:
-    return None
-  plan = recipe.lira(sed, task.config)
-  heldout = plan.heldout_rows
-  logging.info("stage: LiRA references (%d models on R + half the target groups and %d "
-               "held-out candidates; %s)", cfg.num_models, len(heldout), task.progress.line())
-  states, _ = ensemble.train_ensemble(
-      task.model, plan.members, task.config.train, image_shape=sed.train["image"].shape[1:],
-      mesh=task.mesh, name="lira",
-      checkpoint_dir=os.path.join(task.workdir, "checkpoints", plan.folder), writer=task.writer)
-  task.progress.done += cfg.num_models
-  batch_size = task.config.eval.batch_size
-  target_rows = evaluator.split_rows(sed)["target"]
-  targets = {"image": sed.train["image"][target_rows], "label": sed.train["label"][target_rows]}
-  candidates = {"image": sed.test["image"][heldout], "label": sed.test["label"][heldout]}
-  target_logits = ensemble.predict(states, targets, batch_size, task.mesh)
-  heldout_logits = ensemble.predict(states, candidates, batch_size, task.mesh)
-  return evaluator.LiraReferences(
-      target_phi=mia.logit_scaled_confidence(target_logits, targets["label"][None]),
-      target_in=plan.target_in, heldout_rows=heldout,
-      heldout_phi=mia.logit_scaled_confidence(heldout_logits, candidates["label"][None]),
-      heldout_in=plan.heldout_in, fix_variance=bool(cfg.fix_variance), fpr=float(cfg.fpr),
-      per_example_min=int(cfg.get("per_example_min", mia.LIRA_PER_EXAMPLE_MIN)))

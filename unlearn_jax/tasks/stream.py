@@ -15,12 +15,10 @@ The schedule (`stream.schedule`), over the evaluated targets T in their selectio
 * 'targets': T split into N consecutive parts, no similar sample requested.
 
 References. A target's residue keeps the study's definition, against `original` (D) and `clean`
-(R = D \\ (T ∪ S)). After round k the ideal model is retraining on D minus every request of rounds
-1..k: the reference `retrain_k` (recipe `retrain_round_<k>`, the study seed and recipe, folder
-checkpoints/stream/retrain/round_<k>/seed_<s>; when the requests so far are exactly T it is the
-study's `retrain` itself, not trained again). Its residues are reported beside the methods': on
-T_1 after the last round of the default schedule it is ~0 (T_1 and S(T_1) are both gone), on the
-other targets retrain-like.
+(R = D \\ (T ∪ S)). After round k the ideal model retrains on D minus the requests of rounds 1..k:
+`retrain_k` (recipe `retrain_round_<k>`, folder checkpoints/stream/retrain/round_<k>/seed_<s>; the
+study's `retrain` when the requests so far are exactly T). Its residues are reported beside the
+methods': ~0 on T_1 after the default schedule's last round, retrain-like on the other targets.
 
 After every round, per method (means over seeds): `residue` {score: mean residue over the targets
 requested so far}, `residue_round1` (over T_1 only), `acc_test`, `acc_rest` (accuracy on R) and
@@ -47,6 +45,7 @@ from unlearn_jax import methods, recipe, runner, train, utils
 from unlearn_jax import workdir as workdir_lib
 from unlearn_jax.data import sed as sed_lib
 from unlearn_jax.evaluate import evaluator
+from unlearn_jax.report import stream as stream_report
 from unlearn_jax.tasks import base
 
 FOLDER = "stream"
@@ -262,7 +261,6 @@ class Stream(base.Plugin):
           "methods": _mean([r["rounds"][i]["methods"] for r in results]),
           "reference": _mean([r["rounds"][i]["reference"] for r in results])})
     if utils.is_main_process():
-      from unlearn_jax.report import stream as stream_report  # pylint: disable=g-import-not-at-top
       stream_report.plot(os.path.join(task.workdir, "report", "plots", "stream_residue.png"),
                          summary["stream"])
 
@@ -299,16 +297,3 @@ def _mean(trees: list[Any]) -> Any:
     return {key: _mean([t[key] for t in trees if key in t]) for key in dict.fromkeys(keys)}
   values = [float(v) for v in trees if np.isfinite(float(v))]
   return float(np.mean(values)) if values else float("nan")
-
-
-def with_report_section(workdir: str, summary: dict[str, Any], text: str) -> str:
-  """report.md's text with the stream section appended (and rewritten on the main process);
-  `text` unchanged without a stream."""
-  from unlearn_jax.report import stream as stream_report  # pylint: disable=g-import-not-at-top
-  section = stream_report.markdown(summary)
-  if not section:
-    return text
-  text = text.rstrip("\n") + "\n\n" + section
-  if utils.is_main_process():
-    utils.write_text(os.path.join(workdir, "report", "report.md"), text)
-  return text
