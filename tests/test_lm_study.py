@@ -91,10 +91,11 @@ def test_residue_aggregates_are_recomputed_from_the_per_target_scores(first_run)
 
 
 def _training_records(workdir):
-  """What training leaves behind: metrics.jsonl, every model's info.json and checkpoint files
-  (path -> modification time); a model trained again rewrites all three."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    lines = f.read().splitlines()
+  """What training leaves behind: its metrics.jsonl records, every model's info.json and
+  checkpoint files (path -> modification time); a model trained again rewrites all three."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:  # evaluation records aside
+    lines = [line for line in f.read().splitlines()
+             if not json.loads(line)["run"].startswith("eval/")]
   infos, files = {}, {}
   for root, _, names in os.walk(os.path.join(workdir, "checkpoints")):
     for file_name in names:

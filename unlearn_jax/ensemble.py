@@ -92,7 +92,9 @@ def train_ensemble(model: flax.linen.Module, members: Sequence[Member], recipe, 
     recipe: a `config.train` section (epochs, batch_size, optimiser, lr, ...).
     image_shape: (H, W, C) of the inputs.
     mesh: device mesh; each member's batch is split across it (axis 1 of the stacked batch).
-    name: label in logs and metrics.
+    name: label in logs and metrics: member k's records are run `<name>/model_<k>` (loss, lr;
+      examples/s when it trains alone); members of n steps trained at once also write the
+      group's run `<name>/steps_<n>` (mean loss, examples/s of the group).
     checkpoint_dir: orbax directory (one sub-directory per group); None disables checkpoints.
     writer: JSONL metric writer.
     vectorize: True (vmap), False (a loop over the members, each `train.train_from_scratch`)
@@ -139,13 +141,14 @@ def train_ensemble(model: flax.linen.Module, members: Sequence[Member], recipe, 
                                 step=_jit_ensemble_step)
     multi_step_fn = functools.partial(_drop_base_key, member_keys=member_keys,
                                       step=_jit_ensemble_steps)
-    label = f"{name} ({len(indices)} models)"
+    label = f"{name}/steps_{num_steps}"  # its metrics hold each member's loss (member_loss)
     logging.info("[%s] training %d models at once, %d steps each", name, len(indices), num_steps)
     directory = os.path.join(checkpoint_dir, f"steps_{num_steps}") if checkpoint_dir else None
     stacked, group_info = train.fit(
         stacked, batch_fn, num_steps, name=label, mesh=mesh, seed=0, checkpoint_dir=directory,
         checkpoint_every=int(recipe.checkpoint_every), log_every=int(recipe.log_every),
-        writer=writer, step_fn=step_fn, multi_step_fn=multi_step_fn, batch_axis=1,
+        writer=_MemberWriter(writer, [f"{name}/model_{k}" for k in indices]) if writer else None,
+        step_fn=step_fn, multi_step_fn=multi_step_fn, batch_axis=1,
         steps_per_call=int(getattr(recipe, "steps_per_call", 1)))
     for k, state in zip(indices, unstack(stacked)):
       states[k] = state
@@ -154,6 +157,27 @@ def train_ensemble(model: flax.linen.Module, members: Sequence[Member], recipe, 
     info["steps"] += num_steps
     info["steps_run"] += int(group_info.get("steps_run", 0))
   return states, info  # type: ignore[return-value]
+
+
+class _MemberWriter:
+  """Writes a group's records as they come, and each member's loss (`member_loss`, in the
+  order of `runs`) as a record of the member's own run, so every model has its own curve."""
+
+  def __init__(self, writer: MetricWriter, runs: Sequence[str]):
+    self.writer, self.runs = writer, tuple(runs)
+
+  @property
+  def active(self) -> bool:
+    return self.writer.active
+
+  def write(self, **record: Any) -> None:
+    losses = record.pop("member_loss", None)
+    self.writer.write(**record)
+    if losses is None:
+      return
+    shared = {key: record[key] for key in ("step", "lr") if key in record}
+    for run, loss in zip(self.runs, np.asarray(losses).reshape(-1)):
+      self.writer.write(run=run, **shared, loss=float(loss))
 
 
 def should_vectorize(model: flax.linen.Module, image_shape: tuple[int, ...]) -> bool:
@@ -173,7 +197,7 @@ def _train_loop(model, members, recipe, *, image_shape, mesh, name, checkpoint_d
     directory = os.path.join(checkpoint_dir, f"member_{k}") if checkpoint_dir else None
     state, member_info = train.train_from_scratch(
         train.create_state(model, member.init_key, image_shape), member.data, recipe,
-        int(member.seed), name=f"{name} model {k + 1}/{len(members)}", mesh=mesh,
+        int(member.seed), name=f"{name}/model_{k}", mesh=mesh,
         checkpoint_dir=directory, writer=writer)
     states.append(state)
     info["groups"].append({"members": [k], **member_info})

@@ -127,6 +127,8 @@ def run_seed(task: Task, plugins: list[Plugin], names: tuple[str, ...], seed: in
   run.extra.pop("logits", None)  # kept for the plugins only
   for name, record in run.records.items():
     record["time_s"] = run.times[name]
+    # Its numbers in metrics.jsonl and TensorBoard's run eval/<model>, at step = the seed.
+    task.writer.write(run=f"eval/{name}", step=seed, **utils.scalars(utils.to_jsonable(record)))
   return run
 
 

@@ -576,6 +576,7 @@ class _Loop:
   steps_per_call: int = 1
   multi_step_fn: Callable | None = None
   last_loss: float = float("nan")
+  last_metrics: dict = dataclasses.field(default_factory=dict)
   examples: int = 0
   wall_s: float = 0.0
 
@@ -607,6 +608,7 @@ class _Loop:
           done % self.checkpoint_every == 0 or done == self.num_steps or stop)
       if (should_log or should_save) and pending:  # never checkpoint a diverged state
         self.last_loss = _check_finite(self.name, pending)
+        self.last_metrics = pending[-1][1]
         pending = []
       if should_save:
         save(self.manager, state)
@@ -617,7 +619,8 @@ class _Loop:
       if should_log:
         now = time.perf_counter()
         rate = (self.examples - last_examples) / max(now - last_time, 1e-9)
-        self._log(done, rate, eta=(self.num_steps - done) * (now - t0) / (done - self.start))
+        self._log(done, rate, eta=(self.num_steps - done) * (now - t0) / (done - self.start),
+                  state=state)
         last_time, last_examples = now, self.examples
     self.wall_s = time.perf_counter() - t0
     return state
@@ -635,12 +638,37 @@ class _Loop:
         return 1
     return count
 
-  def _log(self, done: int, rate: float, eta: float) -> None:
+  def _log(self, done: int, rate: float, eta: float, state: Any = None) -> None:
     logging.info("[%s] step %d/%d (%3.0f%%) loss %.4f  %.0f ex/s  ETA %s", self.name, done,
                  self.num_steps, 100 * done / self.num_steps, self.last_loss, rate,
                  format_seconds(eta))
-    if self.writer is not None:
-      self.writer.write(run=self.name, step=done, loss=self.last_loss, examples_per_s=rate)
+    if self.writer is not None and getattr(self.writer, "active", True):
+      extra = {}
+      lr = current_lr(state)
+      if lr is not None:
+        extra["lr"] = lr
+      if "member_loss" in self.last_metrics:  # an ensemble's members (ensemble.py)
+        member = np.asarray(jax.device_get(self.last_metrics["member_loss"]), np.float64)
+        extra["member_loss"] = member.reshape(-1, member.shape[-1])[-1]
+      self.writer.write(run=self.name, step=done, loss=self.last_loss, examples_per_s=rate,
+                        **extra)
+
+
+def current_lr(state: Any) -> float | None:
+  """The learning rate of the last update of `state` (`learning_rate` of its optimiser
+  state's settings and count; member 0's for an ensemble's stacked state), or None for an
+  optimiser that is not `make_optimizer`'s."""
+  opt_state = getattr(state, "opt_state", None)
+  settings = getattr(opt_state, "hyperparams", None)
+  names = ("lr", "total_steps", "cosine", "lr_decay_steps", "lr_decay_rate")
+  if not isinstance(settings, dict) or not all(name in settings for name in names):
+    return None
+  values = jax.device_get({"count": opt_state.count, **{n: settings[n] for n in names}})
+  if np.ndim(values["lr"]):  # stacked (members, ...)
+    values = {key: np.asarray(value)[0] for key, value in values.items()}
+  values = {key: np.asarray(value) for key, value in values.items()}
+  count = np.maximum(values.pop("count") - 1, 0)
+  return float(learning_rate(count, **values))
 
 
 def _check_finite(name: str, pending: list[tuple[int, dict[str, jax.Array]]]) -> float:

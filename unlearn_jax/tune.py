@@ -30,6 +30,7 @@ per method of residue against test accuracy over its trials (`report/plots/tunin
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import dataclasses
 import fcntl
@@ -213,6 +214,10 @@ def value_of(outcome: Outcome, baseline_acc: float, cap_s: float,
   return float(value), feasible, objective
 
 
+# The number of the trial `tune_method` is running (for its runs' names in the metrics).
+_TRIAL: contextvars.ContextVar[int | None] = contextvars.ContextVar("trial", default=None)
+
+
 def tune_method(config: ml_collections.ConfigDict, workdir: str, name: str, space: dict,
                 run_trial: Callable[[dict], Outcome], *, baseline_acc: float, cap_s: float,
                 track: str) -> dict[str, Any]:
@@ -251,7 +256,11 @@ def tune_method(config: ml_collections.ConfigDict, workdir: str, name: str, spac
     params = {key: trial._suggest(key, distribution)  # pylint: disable=protected-access
               for key, distribution in distributions.items()}
     logging.info("tuning %s: trial %d of %d %s", name, len(ahead) + 1, total, params)
-    outcome = run_trial(params)
+    token = _TRIAL.set(trial.number)
+    try:
+      outcome = run_trial(params)
+    finally:
+      _TRIAL.reset(token)
     value, feasible, objective_value = value_of(outcome, baseline_acc, cap_s, config)
     for key, part in outcome.parts.items():
       trial.set_user_attr(f"residue_{key}", float(part))
@@ -365,6 +374,11 @@ def run(task, names) -> dict[str, dict[str, Any]]:
     return {}
   tuner = task.tuning_task()
   tuner.progress = task.progress
+  # Its metrics stay in WORKDIR/tuning/metrics.jsonl; its event files go beside the study's,
+  # under WORKDIR/tensorboard/tuning/.
+  tuner.writer = utils.MetricWriter(
+      os.path.join(tuner.workdir, "metrics.jsonl"),
+      tensorboard_dir=os.path.join(task.workdir, utils.TENSORBOARD_DIR, "tuning"))
   task.progress.total += 2  # the tuning SED's original and clean
   seed = int(config_lib.as_tuple(config.seeds)[0])
   logging.info("stage: tuning %s on %s (%d trials each)", ", ".join(spaces),
@@ -381,6 +395,11 @@ def run(task, names) -> dict[str, dict[str, Any]]:
 
     def run_trial(params: dict, name: str = name) -> Outcome:
       run = tuner.run_context(seed, None)
+      number = _TRIAL.get()
+      if number is not None and run.writer is not None:  # runs <method>/trial_<n>/seed_<s>
+        run = dataclasses.replace(run, writer=run.writer.renamed(
+            lambda inner, n=number, name=name:
+            f"{name}/trial_{n}/{inner.removeprefix(name + '/')}"))
       start = time.perf_counter()
       try:
         state, _ = methods.call(name, refs["original"][0], run, apply(config, name, params),
@@ -390,6 +409,9 @@ def run(task, names) -> dict[str, dict[str, Any]]:
         return Outcome({}, -math.inf, time.perf_counter() - start)
       elapsed = time.perf_counter() - start - run.clock.excluded_s
       parts, acc = tuner.tuning_scores(refs["original"][0], refs["clean"][0], state)
+      if number is not None:  # the trials of a method, one step each: <method>/trials
+        tuner.writer.write(run=f"{name}/trials", step=number, params=params, acc_test=acc,
+                           time_s=elapsed, **{f"residue_{k}": v for k, v in parts.items()})
       return Outcome(parts, acc, elapsed)
 
     choices[name] = {**tune_method(config, task.workdir, name, space, run_trial,

@@ -25,7 +25,8 @@ from unlearn_jax import utils
 RERUN_SAFE_FIELDS = ("methods", "data_dir", "train.log_every", "train.checkpoint_every",
                      "train.steps_per_call", "eval", "overwrite")
 # What a study writes into its workdir (deleted by `overwrite=True`).
-ENTRIES = ("config.json", "data", "checkpoints", "metrics.jsonl", "report", "recon", "tuning")
+ENTRIES = ("config.json", "data", "checkpoints", "metrics.jsonl", "tensorboard", "report", "recon",
+           "tuning")
 
 
 def checkpoint_dir(workdir: str, name: str, seed: int) -> str:
