@@ -89,17 +89,49 @@ def test_method_by_import_path_is_in_the_summary_like_a_built_in(cli_study):
   assert recorded == my_method.default_config().to_dict()
 
 
+def run_example(*args: str) -> subprocess.CompletedProcess:
+  """Runs `python -m examples.<args>` from the repository root, as its docstring says; it must
+  succeed and print nothing a user would read as a warning (stdout and stderr)."""
+  result = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  noisy = [line for line in (result.stdout + result.stderr).splitlines()
+           if "WARNING" in line or "Warning" in line]
+  assert not noisy, f"{args[0]} printed warnings:\n" + "\n".join(noisy)
+  return result
+
+
 def test_my_method_example_registers_and_agrees_with_the_import_path_run(
-    cli_study, tfds_data_dir, tmp_path, capsys):
+    cli_study, tfds_data_dir, tmp_path):
   before = summary_of(cli_study)
+  # The tiny study as a config file, for the example's --config.
+  config_file = tmp_path / "tiny_config.py"
+  config_file.write_text(
+      "from tests import test_examples\n\n\n"
+      "def get_config():\n"
+      f"  return test_examples.tiny_config({tfds_data_dir!r})\n")
   # A fresh workdir: every model, the registered method included, is trained again here, so
   # agreement means the registered run computes what the import-path run computed.
-  summary = my_method.main(str(tmp_path), tiny_config(tfds_data_dir))
+  workdir = str(tmp_path / "study")
+  printed = run_example("examples.my_method", f"--workdir={workdir}",
+                        f"--config={config_file}").stdout
+  summary = summary_of(workdir)
   assert summary["status"] == {"finetune/seed_0": "ok", "my_method/seed_0": "ok"}
   for key in ("acc", "loss", "margin", "residue"):
     assert summary["methods"]["my_method"][key] == before["methods"]["my_method"][key], key
-  printed = capsys.readouterr().out
   assert "my_method  margin residue" in printed and "noise floor (clean_alt)" in printed
+
+
+def test_checkpoint_examples_print_no_warnings(cli_study):
+  # orbax warns for every read-only checkpoint manager it opens unless load_checkpoint quiets it.
+  checkpoints = os.path.join(cli_study, "checkpoints")
+  printed = run_example("examples.compare_checkpoints",
+                        os.path.join(checkpoints, "finetune", "seed_0"),
+                        os.path.join(checkpoints, "clean", "seed_0")).stdout
+  assert "KL(first ‖ second)" in printed
+  printed = run_example("examples.existing_checkpoint", f"--workdir={cli_study}",
+                        "--method=grad_ascent").stdout
+  assert "grad_ascent: " in printed and "loss-attack AUC" in printed
 
 
 @pytest.mark.parametrize("method,name", [("finetune", "finetune"),

@@ -232,10 +232,11 @@ def test_worker_slots_get_their_own_gpus(monkeypatch):
 def test_files_rows_and_report(uninterrupted):
   workdir, record = uninterrupted
   report = os.path.join(workdir, "report")
-  for name in ("sweep.csv", "sweep.json", "report.md", "residue_vs_similar.png",
-               "utility_vs_residue.png"):
+  for name in ("sweep.csv", "sweep.json", "report.md", "plots/residue_vs_similar.png",
+               "plots/utility_vs_residue.png"):
     assert os.path.getsize(os.path.join(report, name)) > 0, name
-  assert not os.path.exists(os.path.join(report, "residue_vs_ratio.png"))  # r does not vary
+  assert not os.path.exists(os.path.join(report, "plots", "residue_vs_ratio.png"))  # r fixed
+  assert not [n for n in os.listdir(report) if n.endswith(".png")]  # all under plots/
   assert [p["name"] for p in record["points"]] == list(POINT_NAMES)
   assert [p["status"] for p in record["points"]] == ["ok", "ok"]
   assert sweep.exit_message(record) is None
@@ -264,7 +265,7 @@ def test_files_rows_and_report(uninterrupted):
   assert "## margin residue" in text and "\\|S(t)\\|=3" in text
   assert "| finetune |" in text and "![" in text
   from matplotlib import image  # pylint: disable=g-import-not-at-top
-  assert image.imread(os.path.join(report, "residue_vs_similar.png")).shape[0] > 100
+  assert image.imread(os.path.join(report, "plots", "residue_vs_similar.png")).shape[0] > 100
 
 
 def test_rerun_does_no_work_twice(uninterrupted, tfds_data_dir, monkeypatch):
@@ -419,9 +420,9 @@ def test_report_of_a_two_axis_grid_with_a_failed_point_and_a_plot_hook(tmp_path,
   record = _fake_sweep(str(tmp_path))
   hooked = []
 
-  def reconstructions(report_dir, points):
+  def reconstructions(plot_dir, points):
     hooked.append(len(points))
-    utils.write_text(os.path.join(report_dir, "reconstructions.png"), "png")
+    utils.write_text(os.path.join(plot_dir, "reconstructions.png"), "png")
     return ["reconstructions.png"]
 
   monkeypatch.setattr(sweep_report, "_PLOT_HOOKS", [])
@@ -430,8 +431,10 @@ def test_report_of_a_two_axis_grid_with_a_failed_point_and_a_plot_hook(tmp_path,
   text = sweep_report.write(str(tmp_path), record, ("margin", "mia", "lira"))
   assert hooked == [4]
   for name in ("residue_vs_similar.png", "residue_vs_ratio.png", "utility_vs_residue.png"):
-    assert os.path.getsize(tmp_path / "report" / name) > 1000, name
-  assert "![reconstructions](reconstructions.png)" in text
+    assert os.path.getsize(tmp_path / "report" / "plots" / name) > 1000, name
+    assert f"](plots/{name})" in text
+  assert os.path.exists(tmp_path / "report" / "plots" / "reconstructions.png")
+  assert "![reconstructions](plots/reconstructions.png)" in text
   assert "### sed.ratio = 0.25" in text and "### sed.ratio = 0.5" in text
   assert "lira" not in text.lower().split("## points")[0]  # absent from the results
   assert "sed.ratio = 0.75" not in text and "OSError: gone" in text  # failed: listed only

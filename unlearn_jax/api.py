@@ -25,7 +25,9 @@ or piece by piece:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import os
 import re
 import sys
@@ -247,6 +249,33 @@ def evaluate_states(states: Mapping[str, train.TrainState], sed: sed_lib.SED,
   return evaluator.evaluate_models(logits, sed, config.eval.min_gap)
 
 
+class _DropMessages(logging.Filter):
+  """Drops the log records whose unformatted message starts with one of `prefixes`."""
+
+  def __init__(self, prefixes: tuple[str, ...]):
+    super().__init__()
+    self.prefixes = prefixes
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(self.prefixes)
+
+
+@contextlib.contextmanager
+def _without_log_records(*prefixes: str):
+  """Within the block, absl log records starting with `prefixes` are dropped; nothing else is.
+
+  Scoped to the block and to those messages: every other record, of absl or any other logger,
+  still shows.
+  """
+  logger = logging.getLogger("absl")
+  drop = _DropMessages(prefixes)
+  logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    logger.removeFilter(drop)
+
+
 def load_checkpoint(directory: str, config: ml_collections.ConfigDict | None = None, *,
                     step: int | None = None) -> train.TrainState:
   """Restores a model a study saved, read-only, whatever method or optimiser produced it.
@@ -274,8 +303,12 @@ def load_checkpoint(directory: str, config: ml_collections.ConfigDict | None = N
                             sources.image_shape(config.dataset, config.data_dir or None))
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"no checkpoint directory {directory}")
-  options = ocp.CheckpointManagerOptions(create=False, read_only=True)
-  manager = ocp.CheckpointManager(directory, options=options)
+  # read_only: nothing is saved, deleted or created. save_interval_steps=0 is what read_only
+  # implies (orbax warns when it has to set it itself); the notice that the directory is read
+  # only is what was asked for, so it is not shown.
+  options = ocp.CheckpointManagerOptions(create=False, read_only=True, save_interval_steps=0)
+  with _without_log_records("Given directory is read only"):
+    manager = ocp.CheckpointManager(directory, options=options)
   try:
     steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
     if not steps:

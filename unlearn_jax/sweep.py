@@ -36,7 +36,7 @@ Why each piece is there:
 
 Layout: WORKDIR/{sweep_config.json, points/<name>/ (a study workdir each), logs/<name>.log
 (each point's output when it runs in its own process), jobs/ (submitit's pickles, results and
-the engines' own logs), report/{sweep.json, sweep.csv, report.md, *.png}}.
+the engines' own logs), report/{sweep.json, sweep.csv, report.md, plots/*.png}}.
 """
 
 from __future__ import annotations
@@ -58,15 +58,11 @@ from absl import logging
 
 from unlearn_jax import config as config_lib
 from unlearn_jax import defaults, methods, preemption, study, utils
-from unlearn_jax.data import idx, sources
+from unlearn_jax.data import generators, idx, sources
 from unlearn_jax.report import sweep_report
 
 POINTS_DIR = "points"
 LOGS_DIR = "logs"
-# Which SED parameters each generator reads; the others do not change the data.
-GENERATOR_FIELDS = {"block_mask": ("block", "ratio"), "duplicate": (),
-                    "gaussian_noise": ("sigma",)}
-SED_GENERATION_FIELDS = ("generator", "block", "ratio", "sigma")
 # Study fields that change no result (where data is read from, how often to log and save): a
 # point whose config.json differs only in these is still complete.
 NO_RESULT_FIELDS = ("data_dir", "overwrite", "train.log_every", "train.checkpoint_every")
@@ -168,7 +164,7 @@ def canonical_study(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   """A copy of a study config with the SED fields that do not change its data at their defaults.
 
   With `similar_per_target=0` no generator runs; otherwise a generator reads only its own
-  parameters (GENERATOR_FIELDS). Such points give identical studies, so they share one run.
+  parameters (its `Generator.fields`). Such points give identical studies, so they share one run.
   Fields bounded by the point's |S(t)| (`recon.similar_per_target`) are capped by it.
   """
   config = copy.deepcopy(config)
@@ -177,10 +173,11 @@ def canonical_study(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     # hold no more than the point has (e.g. none at similar_per_target=0).
     config.recon.similar_per_target = config.sed.similar_per_target
   sed, default = config.sed, defaults.base_config().sed
+  every = tuple(dict.fromkeys(f for g in generators.generators() for f in g.fields))
   if sed.similar_per_target == 0:
-    unused = SED_GENERATION_FIELDS
-  elif sed.generator in GENERATOR_FIELDS:
-    unused = [f for f in SED_GENERATION_FIELDS[1:] if f not in GENERATOR_FIELDS[sed.generator]]
+    unused = ("generator",) + every
+  elif sed.generator in generators.names():
+    unused = [f for f in every if f not in generators.get(sed.generator).fields]
   else:
     unused = ()  # an unknown generator: validation names it
   for field in unused:

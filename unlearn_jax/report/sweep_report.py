@@ -2,15 +2,16 @@
 
 Input: the sweep record (`report/sweep.json`: every point with its grid values and status) and
 each complete point's `report/results.csv` (one row per model and seed) and
-`report/per_target.csv`. Output under WORKDIR/report:
+`report/per_target.csv`. Output under WORKDIR/report (figures under WORKDIR/report/plots, as a
+study's):
 
 * `sweep.csv`: one row per point × model × seed: the point's name and grid values, then the
   point's results.csv columns, copied as written (so a resumed sweep gives the same file).
 * `report.md`: residue of every model against the grid's |S(t)| axis (or its first axis), one
   table per residue score, mean ± 95% CI; test and retained accuracy; the points and failures.
-* `residue_vs_similar.png`, `residue_vs_ratio.png` (when the grid varies the mask ratio r) and
-  `utility_vs_residue.png`; plus whatever registered hooks write (`register_plot`, e.g. the
-  reconstruction grids), linked from report.md.
+* `plots/residue_vs_similar.png`, `plots/residue_vs_ratio.png` (when the grid varies the mask
+  ratio r) and `plots/utility_vs_residue.png`; plus whatever registered hooks write
+  (`register_plot`, e.g. the reconstruction grids), linked from report.md.
 
 Intervals: with several seeds, the Student-t 95% interval of the per-seed values (as in a
 study's summary.json); with one seed, the interval over the point's targets of the per-target
@@ -38,6 +39,8 @@ from unlearn_jax.evaluate import registry
 from unlearn_jax.report import tables
 
 SIMILAR_AXIS = "sed.similar_per_target"
+# Figures go under WORKDIR/report/plots, like a study's (report.md links them relative to it).
+PLOT_DIR = "plots"
 RATIO_AXIS = "sed.ratio"
 FLOOR = "clean_alt"
 # Residue 1 (original) and 0 (clean) by definition: no information in a residue figure.
@@ -60,8 +63,8 @@ class PointData:
   per_target: list[dict[str, str]]
 
 
-# A hook gets the report directory and the points; it writes figures there and returns their
-# file names (relative to the report directory), which report.md links.
+# A hook gets the plots directory (WORKDIR/report/plots) and the points; it writes figures there
+# and returns their file names (relative to the plots directory), which report.md links.
 PlotHook = Callable[[str, Sequence[PointData]], Sequence[str]]
 _PLOT_HOOKS: list[PlotHook] = []
 
@@ -400,7 +403,7 @@ def markdown_report(workdir: str, record: Mapping[str, Any], points: Sequence[Po
                                    3 if column.startswith("acc.") else 2)]
   if figures:
     lines += ["", "## Figures", ""]
-    lines += [f"![{title}]({name})" for name, title in figures]
+    lines += [f"![{title}]({PLOT_DIR}/{name})" for name, title in figures]
   lines += ["", "## Points", "", "| point | grid values | status | time | note |",
             "|---|---|---|---|---|"]
   for entry in record["points"]:
@@ -431,28 +434,33 @@ def _point_figures(workdir: str, record: Mapping[str, Any]) -> list[str]:
 
 def write(workdir: str, record: Mapping[str, Any],
           scores: Sequence[str] = ("margin", "lira", "mia", "recon_ssim")) -> str:
-  """Writes sweep.csv, the figures and report.md under WORKDIR/report; returns report.md."""
+  """Writes sweep.csv and report.md under WORKDIR/report, the figures under report/plots.
+
+  Returns:
+    The text of report.md.
+  """
   report_dir = os.path.join(workdir, "report")
-  os.makedirs(report_dir, exist_ok=True)
+  plot_dir = os.path.join(report_dir, PLOT_DIR)
+  os.makedirs(plot_dir, exist_ok=True)
   points = collect(workdir, record)
   utils.write_text(os.path.join(report_dir, "sweep.csv"), tables.to_csv(sweep_rows(points)))
   models = models_of(points, record.get("methods", ()))
   columns = residue_columns(points, scores)
   axis, figures = x_axis(points), []
   if axis and plot_residue(points, axis, columns, models,
-                           os.path.join(report_dir, "residue_vs_similar.png")):
+                           os.path.join(plot_dir, "residue_vs_similar.png")):
     figures.append(("residue_vs_similar.png", f"residue vs {AXIS_LABELS.get(axis, axis)}"))
   if RATIO_AXIS in _varying(points) and plot_residue(
-      points, RATIO_AXIS, columns, models, os.path.join(report_dir, "residue_vs_ratio.png"),
+      points, RATIO_AXIS, columns, models, os.path.join(plot_dir, "residue_vs_ratio.png"),
       skip_zero_similar=True):
     figures.append(("residue_vs_ratio.png", "residue vs mask ratio r"))
   if columns and plot_utility(points, columns[0], models,
-                              os.path.join(report_dir, "utility_vs_residue.png")):
+                              os.path.join(plot_dir, "utility_vs_residue.png")):
     figures.append(("utility_vs_residue.png", "retained and test accuracy vs residue"))
   for hook in _PLOT_HOOKS:
     try:
       figures += [(name, os.path.splitext(name)[0].replace("_", " "))
-                  for name in hook(report_dir, points)]
+                  for name in hook(plot_dir, points)]
     except Exception as error:  # pylint: disable=broad-except
       # An extra figure must not cost the sweep its report.
       logging.warning("sweep report: plot hook %r failed: %s: %s", hook, type(error).__name__,
