@@ -2,7 +2,10 @@
 
 The device count must be set before JAX initialises, so the checks run in a subprocess: the
 MLP with one step per call, and the CNN (custom conv/pool gradients) with several steps per
-call (`lax.scan`, batches stacked and split along their second axis). Many processes: see
+call (`lax.scan`, batches stacked and split along their second axis). Levels
+(docs/reproducibility.md): 1 against 4 devices to float reduction order (rtol 1e-5, atol 1e-6
+on the parameters: the devices sum their rows' gradients in another order); on 4 devices, a
+second run and a run killed and resumed from its checkpoint bit for bit. Many processes: see
 tests/test_multihost.py.
 """
 
@@ -62,6 +65,35 @@ SCRIPT = textwrap.dedent("""
       jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                    runs[0][0], other)
     print("EQUAL odd batch")
+    # Bit for bit on 4 devices: a second run gives the same parameters, and a run killed after
+    # its step-4 checkpoint resumes to them (the checkpoint holds the exact sharded state).
+    import tempfile
+    model = models.get("cnn", 4, features=(4, 8), dense=16)
+    mesh = parallel.make_mesh()
+    init = lambda: train.create_state(model, jax.random.key(0), (8, 8, 1),
+                                      train.make_optimizer("sgd", 0.1, 10))
+    run = lambda batch_fn, directory: train.fit(init(), batch_fn, 10, name="resume", mesh=mesh,
+                                                seed=0, checkpoint_dir=directory,
+                                                checkpoint_every=4, log_every=5)
+    first, _ = run(sampler.batch, None)
+    again, _ = run(sampler.batch, None)
+    class Killed(Exception):
+      pass
+    def dying(step):
+      if step == 6:
+        raise Killed()
+      return sampler.batch(step)
+    directory = tempfile.mkdtemp()
+    try:
+      run(dying, directory)
+    except Killed:
+      pass
+    resumed, info = run(sampler.batch, directory)
+    assert info["resumed_at"] == 4, info
+    for other in (again, resumed):
+      jax.tree.map(np.testing.assert_array_equal, jax.device_get(first.params),
+                   jax.device_get(other.params))
+    print("BIT FOR BIT rerun and resume")
     # A copy onto the mesh never shares the source's buffer (fit donates what it is given).
     x = jax.device_put(np.arange(4.0), jax.devices()[0])
     copied = parallel.replicate(x, parallel.make_mesh(), copy=True)
@@ -75,6 +107,7 @@ def test_four_devices_match_one_device():
   stdout = run_on_cpu_devices(SCRIPT, num_devices=4)
   assert "EQUAL mlp" in stdout and "EQUAL cnn" in stdout
   assert "EQUAL odd batch" in stdout and "COPIED" in stdout
+  assert "BIT FOR BIT rerun and resume" in stdout
 
 
 def test_replicate_and_to_host_on_one_process():
