@@ -13,7 +13,7 @@ command that installs the files. Nothing is downloaded at run time.
 
 The default study is that of configs/sed_mnist.py (30 targets, every method tuned on a tuning
 SED, the control and the specificity check) on a stratified subset of 10,000 training and 2,000
-test images, 15 epochs (clothing is harder to fit than digits); the README gives its measured
+test images, 15 epochs (clothing is harder to fit than digits); docs/results.md gives its measured
 time on a 2-core CPU. Same 28×28 grey images as MNIST, so the SED's b=4 blocks and the CNN carry
 over. Variants after `:` (comma-separated; tuples take `+`-separated items):
 

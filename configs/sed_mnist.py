@@ -7,25 +7,25 @@ trains eight LiRA reference models, tunes finetune, grad_ascent and random_label
 each on a tuning SED with its own original and clean), trains original / retrain / clean /
 clean_alt (15 epochs each on ~4,600 images), runs the three methods with their tuned settings
 and again on the control SED (no similar samples), scores specificity, and runs the
-reconstruction track: 3 min 45 s on a 2-core CPU (2026-12-05). Variants after `:`
+reconstruction track: 4 min 04 s on a 2-core CPU (2026-12-05). Variants after `:`
 (comma-separated; tuples take `+`-separated items):
 
     :runlocal              ~1,000 training images, 3 epochs, 4 LiRA models, 4 tuning trials,
-                           a small reconstruction track: 31 s on a 2-core CPU (see README)
+                           a small reconstruction track: 37 s on a 2-core CPU (2026-12-05)
     :seeds=3               three training seeds (mean ± 95% CI)
     :methods=finetune+grad_ascent
     :similar=5,ratio=0.5   SED strength
     :dataset=fashion_mnist the installed Fashion-MNIST files (scripts/install_datasets.sh) or a
                            tfds copy in --config.data_dir; `idx:/path` for any idx folder
     :recon=thorough        a longer reconstruction track (6,000 steps, 3 candidates per
-                           image, D_r of 124 images; several times the default's ~2.5 min,
+                           image, D_r of 124 images; several times the default track's 37 s,
                            not timed here); :recon=off skips it
     :model=resnet18        another model; naming the model here also exposes its fields, e.g.
                            `:model=cnn --config.model_kwargs.dense=64`
     :protocol=0            a plain study: 10 targets, no tuning, control nor specificity
     :paper                 every method, SED seeds 0-2 × training seeds 0-2, 3 floor models
                            (15 methods without the reconstruction track: 1 h 57 min on a
-                           2-core CPU shared with other studies, 2026-12-05; see README)
+                           2-core CPU shared with other studies, 2026-12-05; see README.md)
     :selection=atypical    targets the study's probe finds hardest (or class_balanced)
 
 Single fields: `--config.sed.ratio=0.5`, `--config.methods=finetune,grad_ascent`,

@@ -13,7 +13,7 @@ mnist --data_dir=DIR --file_format=array_record`, network and TensorFlow needed)
 
 The default study is that of configs/sed_mnist.py (30 targets, every method tuned on a tuning
 SED, the control and the specificity check) on a stratified subset of 10,000 training and 2,000
-test digits, 10 epochs; the README gives its measured time on a 2-core CPU. Variants after `:`
+test digits, 10 epochs; docs/results.md gives its measured time on a 2-core CPU. Variants after `:`
 (comma-separated; tuples take `+`-separated items):
 
     :runlocal              2,000 training / 500 test images, 3 epochs, fewer tuning trials

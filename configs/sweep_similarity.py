@@ -10,9 +10,8 @@ Default: the embedded MNIST subset, |S(t)| ∈ {0, 1, 5, 20, 50} × r ∈ {0.25,
 study is shared by both r: 9 studies), one seed, the study's default methods. `:runlocal`:
 |S(t)| ∈ {0, 5, 20}, r = 0.25, `sed_mnist.py:runlocal` studies (1,000 training images, 3
 epochs, its small reconstruction track) with finetune and grad_ascent and 4 LiRA reference
-models: 5 min 07 s wall on the 2-core CPU this was written on, shared with other jobs (load
-average 3.5-5); the points took 1 min 37 s (with compilation), 1 min 52 s and 1 min 30 s.
-Rerunning it when complete: 8 s (nothing is retrained; the report is rewritten).
+models, each tuned first (the comparison protocol): 1 min 19 s wall on the otherwise idle 2-core
+CPU (2026-12-05; nothing is retrained on a rerun of a complete sweep, the report is rewritten).
 
 Variants after `:` (comma-separated; tuples take `+`-separated items):
 
