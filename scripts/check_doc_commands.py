@@ -293,6 +293,9 @@ def _parse_only(argv: list[str]) -> Iterator[io.StringIO]:
   was_parsed = flags.FLAGS.is_parsed()
   saved = {name: (flags.FLAGS[name].value, flags.FLAGS[name].present,
                   flags.FLAGS[name].using_default_value) for name in before}
+  # Flags that the project's modules defined when this process imported them (e.g. another test
+  # imported unlearn_jax.main): hidden while the block runs the module again, then put back.
+  hidden = _hide_project_flags(flags.FLAGS)
   original_parse_args = argparse.ArgumentParser.parse_args
   original_error = argparse.ArgumentParser.error
   original_run = app.run
@@ -329,6 +332,11 @@ def _parse_only(argv: list[str]) -> Iterator[io.StringIO]:
     for name in set(flags.FLAGS) - before:
       if name in flags.FLAGS:
         delattr(flags.FLAGS, name)
+    for name in set(flags.FLAGS) & set(hidden):
+      delattr(flags.FLAGS, name)  # defined again by the block
+    for name, (module, flag) in hidden.items():
+      flags.FLAGS[name] = flag
+      flags.FLAGS.register_flag_by_module(module, flag)
     # The process's own flags as they were (e.g. under pytest, which may have parsed them).
     flags.FLAGS.unparse_flags()
     for name, (value, present, using_default) in saved.items():
@@ -336,6 +344,31 @@ def _parse_only(argv: list[str]) -> Iterator[io.StringIO]:
       flag.value, flag.present, flag.using_default_value = value, present, using_default
     if was_parsed:
       flags.FLAGS.mark_as_parsed()
+
+
+def _hide_project_flags(flag_values) -> dict[str, tuple[str, Any]]:
+  """Removes the flags defined by modules of this repository (the package, examples,
+  benchmarks, or a file under ROOT) from `flag_values`; returns {name: (module, flag)}."""
+  by_module = flag_values.flags_by_module_dict()
+  # A library's flags (absl.logging's `verbosity`, ...) stay, whoever else lists them.
+  libraries = {id(flag) for module, module_flags in by_module.items()
+               if not _is_project_module(module) for flag in module_flags}
+  hidden = {}
+  for module, module_flags in by_module.items():
+    if _is_project_module(module):
+      for flag in module_flags:
+        if id(flag) not in libraries:
+          hidden[flag.name] = (module, flag)
+  for name in hidden:
+    if name in flag_values:
+      delattr(flag_values, name)
+  return hidden
+
+
+def _is_project_module(module: str) -> bool:
+  if os.sep in module:  # a module run by path (runpy) is registered under its file name
+    return os.path.abspath(module).startswith(ROOT + os.sep)
+  return module.split(".")[0] in ("unlearn_jax", "examples", "benchmarks")
 
 
 @contextlib.contextmanager

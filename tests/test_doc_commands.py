@@ -1,7 +1,8 @@
 """Every command the README and docs/*.md quote parses (scripts/check_doc_commands.py).
 
-The checker runs in this process: each command's module parses its own command line (flags,
-config file and variant, `--config.x=y` overrides) and validates its config, and nothing runs.
+The checker runs in this process, where other tests may have imported the binaries: each
+command's module parses its own command line (flags, config file and variant, `--config.x=y`
+overrides) and validates its config, and nothing runs.
 """
 
 import os
@@ -123,3 +124,21 @@ def test_data_checks_are_skipped_where_the_data_is_not_prepared(monkeypatch):
   config.sed.ratio = 7.0  # the other checks still run
   with pytest.raises(ValueError, match="sed.ratio"):
     checker.validate_study(config)
+
+
+def test_the_check_works_after_the_modules_defined_their_flags_in_this_process(tmp_path):
+  # Another test of this process may have imported the binaries (their absl flags are then
+  # defined): checking must not define them twice, and must leave them as they were.
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  import unlearn_jax.main  # pylint: disable=g-import-not-at-top,unused-import
+  import unlearn_jax.sweep  # pylint: disable=g-import-not-at-top,unused-import
+  config_flag = flags.FLAGS["config"]
+  results = results_of(tmp_path, "\n".join([
+      "`python -m unlearn_jax.main --config=configs/sed_mnist.py:runlocal --workdir=/tmp/a`",
+      "",
+      "`python -m unlearn_jax.main --config=configs/sed_mnist.py --config.no_such_field=1 "
+      "--workdir=/tmp/b`",
+  ]))
+  assert [r.status for r in results] == ["ok", "failed"], [r.reason for r in results]
+  assert "no_such_field" in results[1].reason
+  assert flags.FLAGS["config"] is config_flag
