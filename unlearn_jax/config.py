@@ -23,6 +23,14 @@ SIMILARITIES = ("ssim", "embedding")
 SELECTIONS = ("random", "class_balanced", "atypical")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
+# Stream mode's request schedules (tasks/stream.py).
+STREAM_SCHEDULES = ("targets_then_similar", "targets")
+
+
+def stream_target_rounds(requests: int, schedule: str) -> int:
+  """How many of a stream's `requests` rounds request targets (the last one of
+  'targets_then_similar' requests similar samples)."""
+  return requests - 1 if schedule == "targets_then_similar" else requests
 
 
 class ConfigError(ValueError):

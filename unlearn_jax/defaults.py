@@ -421,8 +421,8 @@ def check_stream(config: ml_collections.ConfigDict) -> None:
   c.require_number("stream.requests", s.requests, low=0, integer=True)
   c.require(s.requests != 1, "stream.requests", s.requests,
             "must be 0 (off) or at least 2 (one request is the study itself)")
-  c.require_choice("stream.schedule", s.schedule, ("targets_then_similar", "targets"))
-  target_rounds = s.requests - (s.schedule == "targets_then_similar")
+  c.require_choice("stream.schedule", s.schedule, c.STREAM_SCHEDULES)
+  target_rounds = c.stream_target_rounds(s.requests, s.schedule)
   c.require(s.requests == 0 or target_rounds <= config.sed.num_targets, "stream.requests",
             s.requests, f"needs at most sed.num_targets={config.sed.num_targets} rounds of "
             f"targets (schedule {s.schedule!r})")

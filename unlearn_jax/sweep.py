@@ -173,7 +173,7 @@ def canonical_study(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     # hold no more than the point has (e.g. none at similar_per_target=0).
     config.recon.similar_per_target = config.sed.similar_per_target
   sed, default = config.sed, defaults.base_config().sed
-  every = tuple(dict.fromkeys(f for g in generators.generators() for f in g.fields))
+  every = generators.fields()
   if sed.similar_per_target == 0:
     unused = ("generator",) + every
   elif sed.generator in generators.names():

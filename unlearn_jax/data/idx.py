@@ -152,23 +152,24 @@ def fingerprint(folder: str) -> dict[str, object]:
   process for as long as the files' sizes and modification times stay the same.
   """
   paths = tuple(sorted(find_files(folder).values()))
-  stamps = tuple((os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths)
-  found = dict(_fingerprint(folder, paths, stamps))
-  return {**found, "files": dict(found["files"])}  # a copy: callers may change theirs
+  stats = [os.stat(path) for path in paths]
+  files = dict(_hashes(paths, tuple((s.st_size, s.st_mtime_ns) for s in stats)))
+  combined = hashlib.sha256("".join(f"{k}={v}\n" for k, v in files.items()).encode())
+  return {"folder": folder, "files": files, "digest": combined.hexdigest()}
 
 
 @functools.lru_cache(maxsize=16)
-def _fingerprint(folder: str, paths: tuple[str, ...], stamps: tuple) -> tuple:
-  del stamps  # part of the cache key only
-  files = {}
+def _hashes(paths: tuple[str, ...], stamps: tuple) -> tuple[tuple[str, str], ...]:
+  """((file name, sha256), ...) of `paths`; `stamps` (sizes, times) only key the cache."""
+  del stamps
+  found = []
   for path in paths:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
       for block in iter(lambda s=stream: s.read(_READ_BLOCK), b""):
         digest.update(block)
-    files[os.path.basename(path)] = digest.hexdigest()
-  combined = hashlib.sha256("".join(f"{k}={v}\n" for k, v in files.items()).encode())
-  return (("folder", folder), ("files", files), ("digest", combined.hexdigest()))
+    found.append((os.path.basename(path), digest.hexdigest()))
+  return tuple(found)
 
 
 def prepared_dir(folder: str, data_dir: str, digest: str) -> str:

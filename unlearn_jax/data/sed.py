@@ -206,7 +206,7 @@ def _relabel(original: Arrays, chosen: Arrays) -> Arrays:
   original["group"][chosen["neighbour_row"]] = original["id"][chosen["target_row"]]
   return {"target_id": original["id"][chosen["target_row"]].astype(np.int64),
           "neighbour_id": original["id"][chosen["neighbour_row"]].astype(np.int64),
-          **{key: chosen[key] for key in ("rank", "position", "similarity")}}
+          **{key: chosen[key] for key in generators.SELECTED_FIELDS[2:]}}
 
 
 def _next_id(train: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray]) -> int:

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -418,6 +419,13 @@ def declared_defaults(name: str, track: str = "image") -> ml_collections.ConfigD
   if module_name in sys.modules:
     module = sys.modules[module_name]
     return module.default_config() if hasattr(module, "default_config") else None
+  function = _declared_default_config(module_name)
+  return function() if function is not None else None  # a fresh ConfigDict per call
+
+
+@functools.cache
+def _declared_default_config(module_name: str) -> Callable[[], ml_collections.ConfigDict] | None:
+  """`default_config` of built-in module `module_name`, compiled from its source once."""
   origin = importlib.util.find_spec(module_name).origin
   with open(origin) as f:
     tree = ast.parse(f.read(), origin)
@@ -429,7 +437,7 @@ def declared_defaults(name: str, track: str = "image") -> ml_collections.ConfigD
   scope = {"__name__": module_name}
   code = compile(ast.Module(imports + found, type_ignores=[]), origin, "exec")
   exec(code, scope)  # pylint: disable=exec-used
-  return scope["default_config"]()
+  return scope["default_config"]
 
 
 # What a built-in `default_config()` may use: modules that hold no method code.

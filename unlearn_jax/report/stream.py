@@ -15,8 +15,6 @@ from typing import Any, Mapping
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from unlearn_jax import utils
-
 SCORE = "margin"  # the residue the figure shows
 
 
@@ -79,15 +77,3 @@ def markdown(summary: Mapping[str, Any], score: str = SCORE) -> str:
                  f"{_number(result['residue_round1'].get(score))} | "
                  f"{_number(result['acc_test'])} | {_number(result.get('cost_s', math.nan))} |")
   return "\n".join(lines) + "\n"
-
-
-def with_report_section(workdir: str, summary: dict[str, Any], text: str) -> str:
-  """report.md's text with the stream section appended (and rewritten on the main process);
-  `text` unchanged without a stream."""
-  section = markdown(summary)
-  if not section:
-    return text
-  text = text.rstrip("\n") + "\n\n" + section
-  if utils.is_main_process():
-    utils.write_text(os.path.join(workdir, "report", "report.md"), text)
-  return text

@@ -425,9 +425,9 @@ def _point_figures(workdir: str, record: Mapping[str, Any]) -> list[str]:
   """Figures the points' own studies wrote (report/plots/*.png), relative to WORKDIR/report."""
   found = []
   for entry in record["points"]:
-    plots = os.path.join(workdir, entry["workdir"], "report", "plots")
+    plots = os.path.join(workdir, entry["workdir"], "report", PLOT_DIR)
     if os.path.isdir(plots):
-      found += [os.path.join("..", entry["workdir"], "report", "plots", name)
+      found += [os.path.join("..", entry["workdir"], "report", PLOT_DIR, name)
                 for name in sorted(os.listdir(plots)) if name.endswith(".png")]
   return list(dict.fromkeys(found))
 

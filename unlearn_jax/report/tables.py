@@ -21,6 +21,7 @@ from unlearn_jax import utils
 from unlearn_jax.data import sources
 from unlearn_jax.evaluate import mia, registry
 from unlearn_jax.report import protocol
+from unlearn_jax.report import stream as stream_report
 
 REFERENCES = ("original", "retrain", "clean", "clean_alt")
 # Residue aggregates copied from clean_alt's record into summary["floor"] (docs/design.md §3.7).
@@ -311,6 +312,9 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
   status = [f"- {k}: {v}" for k, v in summary.get("status", {}).items() if v != "ok"]
   if status:
     lines += ["", "Failures:", *status]
+  stream = stream_report.markdown(summary)
+  if stream:
+    lines += ["", stream.rstrip("\n")]
   return "\n".join(lines) + "\n"
 
 

@@ -32,7 +32,6 @@ from unlearn_jax.data import sources
 from unlearn_jax.evaluate import across_seeds, evaluator, registry, stats
 from unlearn_jax.remedies import detect
 from unlearn_jax.report import protocol, tables
-from unlearn_jax.report import stream as stream_report
 from unlearn_jax.tasks import (base, control, lira_references, sisa_references, specificity,
                                stream)
 
@@ -197,8 +196,7 @@ class ImageTask(base.Task):
     records = {seed: {name: record for name, record in run.records.items()
                       if name not in run.residue_only} for seed, run in runs.items()}
     per_target = [{"seed": seed, **row} for seed, run in runs.items() for row in run.rows]
-    text = tables.write(self.workdir, summary, records, per_target)
-    return stream_report.with_report_section(self.workdir, summary, text)
+    return tables.write(self.workdir, summary, records, per_target)
 
 
 def tuning_sed(sed: sed_lib.SED, config: ml_collections.ConfigDict,

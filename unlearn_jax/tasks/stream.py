@@ -41,6 +41,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from unlearn_jax import config as config_lib
 from unlearn_jax import methods, recipe, runner, train, utils
 from unlearn_jax import workdir as workdir_lib
 from unlearn_jax.data import sed as sed_lib
@@ -49,7 +50,7 @@ from unlearn_jax.report import stream as stream_report
 from unlearn_jax.tasks import base
 
 FOLDER = "stream"
-SCHEDULES = ("targets_then_similar", "targets")
+SCHEDULES = config_lib.STREAM_SCHEDULES
 ONE_SHOT = "one_shot"
 
 
@@ -67,7 +68,7 @@ def schedule(sed: sed_lib.SED, requests: int, kind: str) -> list[dict[str, Any]]
   """
   if kind not in SCHEDULES:
     raise ValueError(f"unknown stream schedule {kind!r}; schedules: {', '.join(SCHEDULES)}")
-  target_rounds = requests - 1 if kind == "targets_then_similar" else requests
+  target_rounds = config_lib.stream_target_rounds(requests, kind)
   targets = np.asarray(sed.target_ids, np.int64)
   if target_rounds > len(targets):
     raise ValueError(f"{target_rounds} rounds of targets need at least as many targets; the "
@@ -165,7 +166,6 @@ class Stream(base.Plugin):
     names = stream_methods(task, run.names)
     states: dict[str, Any] = {"original": run.states["original"], "clean": run.states["clean"]}
     costs: dict[str, float] = {}
-    current = {name: run.states["original"] for name in names}
     total = {name: 0.0 for name in names}
     requested = np.zeros(len(d["kind"]), bool)
     for request in rounds:
@@ -175,20 +175,18 @@ class Stream(base.Plugin):
       forget, retain = _rows(d, mask), _rows(d, ~requested)
       states[f"retrain/round_{k}"] = self._reference(task, run, requested, retain, k)
       for name in names:
-        if current[name] is None:  # failed in an earlier round
+        start = run.states["original"] if k == 1 else states.get(f"{name}/round_{k - 1}")
+        if start is None:  # failed in an earlier round
           continue
         key = f"{FOLDER}/{name}/round_{k}/seed_{run.seed}"
         logging.info("stage: stream %s round %d of %d/seed_%d (|forget|=%d, %s)", name, k,
                      len(rounds), run.seed, len(forget["kind"]), task.progress.line())
-        current[name] = None
         with runner.method_status(status, key):
           state, seconds, _ = run_request(
-              task, name, states.get(f"{name}/round_{k - 1}", run.states["original"]),
-              forget, retain, k, round_dir(task.workdir, name, f"round_{k}", run.seed),
-              run.seed)
+              task, name, start, forget, retain, k,
+              round_dir(task.workdir, name, f"round_{k}", run.seed), run.seed)
           total[name] += seconds
           states[f"{name}/round_{k}"], costs[f"{name}/round_{k}"] = state, total[name]
-          current[name] = state
         task.progress.done += 1
     forget, retain = _rows(d, requested), _rows(d, ~requested)
     for name in names:
@@ -221,7 +219,10 @@ class Stream(base.Plugin):
       return
     rounds, names, states, costs = packed
     sed = task.sed
-    logits = {name: {"train": task.predict(state, sed.train), "test": task.predict(state, sed.test)}
+    # The study's own models (original, clean, retrain as retrain_k) were scored by `evaluate`.
+    scored = {id(run.states[name]): found for name, found in run.extra["logits"].items()}
+    logits = {name: scored.get(id(state)) or {"train": task.predict(state, sed.train),
+                                              "test": task.predict(state, sed.test)}
               for name, state in states.items()}
     records, rows = evaluator.evaluate_models(logits, sed, task.config.eval.min_gap,
                                               svc_max_train=0)

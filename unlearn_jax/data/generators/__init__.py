@@ -28,6 +28,8 @@ from typing import Any, Callable
 #   position  its 0-based position in the target's ranking of all its candidates (int64);
 #   similarity  its similarity to the target (float32).
 SELECTED_FIELDS = ("target_row", "neighbour_row", "rank", "position", "similarity")
+SELECTED_DTYPES = {"target_row": "int64", "neighbour_row": "int64", "rank": "int64",
+                   "position": "int64", "similarity": "float32"}
 
 
 def _no_check(sed_config, num_train: float, image_side: float) -> None:
@@ -93,6 +95,12 @@ def get(name: str) -> Generator:
     raise ValueError(f"module {__name__}.{name} declares the generator {generator.name!r}: a "
                      f"generator's name is its module's")
   return generator
+
+
+@functools.cache
+def fields() -> tuple[str, ...]:
+  """Every `sed` field some generator reads, in the order of `names` (imports every module)."""
+  return tuple(dict.fromkeys(field for generator in generators() for field in generator.fields))
 
 
 def generators() -> tuple[Generator, ...]:

@@ -105,20 +105,20 @@ def similarities(measure: str, queries: np.ndarray, candidates: np.ndarray,
   if num_queries == 0 or num_candidates == 0:
     return np.zeros((num_queries, num_candidates), np.float32)
   if measure == "ssim":
-    compare = lambda block, chunk_: similarity_lib.pairwise_ssim(
-        jnp.asarray(block, jnp.float32) / 255.0, jnp.asarray(chunk_, jnp.float32) / 255.0,
-        chunk=_QUERY_BLOCK)
+    prepare = lambda values: jnp.asarray(values, jnp.float32) / 255.0
+    compare = lambda block, part: similarity_lib.pairwise_ssim(block, part, chunk=_QUERY_BLOCK)
   elif measure == "embedding":
-    compare = lambda block, chunk_: _cosine(jnp.asarray(block, jnp.float32),
-                                            jnp.asarray(chunk_, jnp.float32))
+    prepare = lambda values: jnp.asarray(values, jnp.float32)
+    compare = _cosine
   else:
     raise ValueError(f"unknown similarity {measure!r}; one of "
                      f"{', '.join(config_lib.SIMILARITIES)}")
-  blocks = [_padded(queries[i:i + _QUERY_BLOCK], _QUERY_BLOCK)
+  # Each query block and each candidate chunk goes to the device once.
+  blocks = [prepare(_padded(queries[i:i + _QUERY_BLOCK], _QUERY_BLOCK))
             for i in range(0, num_queries, _QUERY_BLOCK)]
   columns = []
   for start in range(0, num_candidates, chunk):
-    part = _padded(candidates[start:start + chunk], chunk)
+    part = prepare(_padded(candidates[start:start + chunk], chunk))
     column = np.concatenate([np.asarray(compare(block, part)) for block in blocks])
     columns.append(column[:num_queries, :min(chunk, num_candidates - start)])
   return np.concatenate(columns, axis=1).astype(np.float32)
@@ -237,18 +237,17 @@ def _rankings(pools: dict[int, tuple[np.ndarray, np.ndarray]], targets: np.ndarr
 def _assign(rankings: dict[int, tuple[np.ndarray, np.ndarray]], targets: np.ndarray,
             count: int, num_rows: int) -> Arrays:
   """The greedy choice: each target in order takes its `count` best rows no earlier one took."""
-  parts: dict[str, list[np.ndarray]] = {
-      "target_row": [np.zeros(0, np.int64)], "neighbour_row": [np.zeros(0, np.int64)],
-      "rank": [np.zeros(0, np.int64)], "position": [np.zeros(0, np.int64)],
-      "similarity": [np.zeros(0, np.float32)]}
+  parts: dict[str, list[np.ndarray]] = {key: [] for key in generators.SELECTED_FIELDS}
   taken = np.zeros(num_rows, bool)
   for index, row in enumerate(targets):
     ranked_rows, ranked_scores = rankings[index]
     free = np.flatnonzero(~taken[ranked_rows])[:count]
     taken[ranked_rows[free]] = True
-    parts["target_row"].append(np.full(count, row, np.int64))
-    parts["neighbour_row"].append(ranked_rows[free].astype(np.int64))
-    parts["rank"].append(np.arange(count, dtype=np.int64))
-    parts["position"].append(free.astype(np.int64))
-    parts["similarity"].append(ranked_scores[free].astype(np.float32))
-  return {key: np.concatenate(value) for key, value in parts.items()}
+    parts["target_row"].append(np.full(count, row))
+    parts["neighbour_row"].append(ranked_rows[free])
+    parts["rank"].append(np.arange(count))
+    parts["position"].append(free)
+    parts["similarity"].append(ranked_scores[free])
+  dtypes = generators.SELECTED_DTYPES
+  return {key: np.concatenate(value, dtype=dtypes[key]) if value else np.zeros(0, dtypes[key])
+          for key, value in parts.items()}
